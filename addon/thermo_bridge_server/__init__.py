@@ -1,0 +1,1 @@
+"""thermo_bridge add-on server."""
