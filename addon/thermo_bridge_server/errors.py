@@ -1,0 +1,43 @@
+"""The one error shape every HTTP (and later WebSocket) error uses.
+
+Body: ``{"error": {"status": 401, "code": "invalid_token", "message": "...", "details": {...}}}``.
+``code`` is stable and machine-readable; ``message`` is for humans; ``details`` is optional.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+
+class ApiError(Exception):
+    """Raised by handlers and middlewares; rendered by ``error_response``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON body."""
+        body: dict[str, Any] = {"status": self.status, "code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+def error_response(err: ApiError) -> web.Response:
+    """Render an ApiError as a JSON response with its headers."""
+    return web.json_response(err.as_dict(), status=err.status, headers=err.headers)
