@@ -1,0 +1,536 @@
+"""Auth0 bearer-token verification for the REST (and later WebSocket) API.
+
+Access tokens are RS256 JWTs issued by an Auth0 tenant for the configured API audience.
+The signing keys come from the tenant's JWKS, fetched asynchronously with aiohttp (PyJWT's
+``PyJWKClient`` blocks the loop, so it is not used) and cached. An unknown ``kid`` triggers
+at most one re-fetch per cool-down, shared by every concurrent request, so key rotation
+works while a flood of forged kids cannot hammer the tenant.
+
+Status codes (RFC 6750 §3.1):
+
+* 401, ``WWW-Authenticate: Bearer realm="thermo_bridge"`` and no ``error`` attribute when
+  the request carries no bearer credentials at all (including other schemes like Basic);
+* 401 with ``error="invalid_token"`` and an ``error_description`` for a token that is
+  malformed, expired, wrongly signed, for another issuer/audience, ...;
+* 400 with ``error="invalid_request"`` for a malformed ``Authorization`` header (``Bearer``
+  without a token, extra parts, characters outside ``b64token``, repeated headers): the RFC
+  says the resource server SHOULD answer 400 here;
+* 403 with ``error="insufficient_scope"`` and ``scope=`` from :func:`require_permission`;
+* 503 (code ``auth_unavailable``, ``Retry-After``) when the JWKS has never been fetched and
+  cannot be fetched now: the token may well be valid, so a 401 would wrongly tell the client
+  to throw it away. Once keys are cached, fetch failures keep the cached keys in use.
+
+Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import ipaddress
+import json
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+import jwt
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from .errors import ApiError, error_response
+
+_LOGGER = logging.getLogger(__name__)
+
+REALM: Final = "thermo_bridge"
+PRINCIPAL_KEY: Final = "principal"
+# RFC 6750 §2.1 b64token.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_JWT_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
+_ALG_NAME = re.compile(r"[A-Za-z0-9]{1,10}")
+# error_description may only contain %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
+_DESCRIPTION_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_RSA_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_MIN_RSA_BITS: Final = 2048
+_MAX_JWKS_BYTES: Final = 512 * 1024
+_JWKS_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Where tokens come from and what they must say (defaults match an Auth0 tenant)."""
+
+    issuer: str  # exactly "https://<domain>/"
+    audience: str
+    jwks_url: str | None = None  # default: issuer + ".well-known/jwks.json"
+    algorithms: tuple[str, ...] = ("RS256",)
+    leeway: float = 30
+    jwks_cache_seconds: float = 600
+    unknown_kid_cooldown: float = 60
+    permissions_claim: str = "permissions"
+    scope_claim: str = "scope"
+    homes_claim: str = "https://thermo-bridge.dev/homes"
+    read_permission: str = "read:devices"
+    write_permission: str = "write:devices"
+    admin_permission: str = "admin"
+    max_token_bytes: int = 8192
+    # After a failed fetch, requests that need a fetch wait this long before the next try.
+    jwks_retry_seconds: float = 5
+
+    def __post_init__(self) -> None:
+        if not self.algorithms:
+            raise ValueError("algorithms must not be empty")
+        if bad := [alg for alg in self.algorithms if alg not in _RSA_ALGORITHMS]:
+            # Only asymmetric RSA algorithms can be verified against a JWKS of RSA keys;
+            # allowing HS* would let the public key be used as an HMAC secret.
+            raise ValueError(f"unsupported algorithms {bad}: only RSA signature algorithms are allowed")
+        if not self.issuer:
+            raise ValueError("issuer must not be empty")
+        if not self.audience:
+            raise ValueError("audience must not be empty")
+
+    @property
+    def effective_jwks_url(self) -> str:
+        """The JWKS location (Auth0 serves it under the issuer)."""
+        if self.jwks_url:
+            return self.jwks_url
+        return self.issuer.rstrip("/") + "/.well-known/jwks.json"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: who, what they may do, which homes they were granted by claim."""
+
+    sub: str
+    permissions: frozenset[str]
+    homes: frozenset[str] = frozenset()
+    expires_at: float | None = None  # the token's exp (epoch seconds); lets long-lived sockets expire
+
+    def has(self, permission: str) -> bool:
+        """Strict membership: ``admin`` does not imply the others unless the API says so."""
+        return permission in self.permissions
+
+
+class JwksUnavailableError(Exception):
+    """The JWKS could not be fetched and no cached keys exist."""
+
+
+def _www_authenticate(error: str | None = None, description: str | None = None, scope: str | None = None) -> str:
+    parts = [f'Bearer realm="{REALM}"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append(f'error_description="{_DESCRIPTION_UNSAFE.sub("?", description)}"')
+    if scope:
+        parts.append(f'scope="{_DESCRIPTION_UNSAFE.sub("?", scope)}"')
+    return ", ".join(parts)
+
+
+def missing_token_error() -> ApiError:
+    """401 for a request without bearer credentials (no error attribute, RFC 6750 §3.1)."""
+    return ApiError(
+        401,
+        "unauthorized",
+        "Authentication required: send an Auth0 access token as 'Authorization: Bearer <token>'.",
+        headers={"WWW-Authenticate": _www_authenticate()},
+    )
+
+
+def invalid_token_error(description: str) -> ApiError:
+    """401 invalid_token with the reason in the body and in error_description."""
+    return ApiError(
+        401,
+        "invalid_token",
+        f"Invalid access token: {description}.",
+        headers={"WWW-Authenticate": _www_authenticate("invalid_token", description)},
+    )
+
+
+def invalid_request_error(description: str) -> ApiError:
+    """400 invalid_request for a malformed Authorization header (RFC 6750 §3.1)."""
+    return ApiError(
+        400,
+        "invalid_request",
+        f"Malformed Authorization header: {description}.",
+        headers={"WWW-Authenticate": _www_authenticate("invalid_request", description)},
+    )
+
+
+def insufficient_scope_error(permission: str) -> ApiError:
+    """403 insufficient_scope naming the permission the token lacks."""
+    return ApiError(
+        403,
+        "insufficient_scope",
+        f"The access token lacks the '{permission}' permission.",
+        details={"required_permission": permission},
+        headers={
+            "WWW-Authenticate": _www_authenticate(
+                "insufficient_scope", f"requires the {permission} permission", scope=permission
+            )
+        },
+    )
+
+
+def _auth_unavailable_error(retry_after: float) -> ApiError:
+    return ApiError(
+        503,
+        "auth_unavailable",
+        "The identity provider's signing keys cannot be fetched right now; retry shortly.",
+        headers={"Retry-After": str(max(1, round(retry_after)))},
+    )
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One trusted RSA public key; ``alg`` pins its algorithm when the JWKS names one."""
+
+    kid: str
+    key: RSAPublicKey
+    alg: str | None
+
+
+def parse_jwks(document: object, algorithms: Iterable[str]) -> dict[str, SigningKey]:
+    """Usable signing keys by kid; keys that are not RSA signing keys for our algorithms are skipped."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
+        raise ValueError("JWKS document has no 'keys' list")
+    allowed = set(algorithms)
+    keys: dict[str, SigningKey] = {}
+    for raw in document["keys"]:
+        if not isinstance(raw, Mapping):
+            continue
+        kid = raw.get("kid")
+        if not isinstance(kid, str) or not kid:
+            continue
+        if raw.get("kty") != "RSA" or raw.get("use", "sig") != "sig":
+            continue  # encryption keys and EC/OKP/oct keys are never used for our signatures
+        alg = raw.get("alg")
+        if alg is not None and alg not in allowed:
+            continue
+        # Only the public parameters: a JWKS that (wrongly) publishes "d" must not matter.
+        data = {k: raw[k] for k in ("kty", "n", "e") if k in raw}
+        try:
+            public = jwt.PyJWK(data, algorithm="RS256").key
+        except (jwt.PyJWKError, ValueError, TypeError, binascii.Error) as err:
+            _LOGGER.warning("Ignoring unusable JWKS key %s: %s", kid, err)
+            continue
+        if not isinstance(public, RSAPublicKey) or public.key_size < _MIN_RSA_BITS:
+            _LOGGER.warning("Ignoring JWKS key %s: not an RSA key of at least %d bits", kid, _MIN_RSA_BITS)
+            continue
+        keys[kid] = SigningKey(kid, public, alg if isinstance(alg, str) else None)
+    return keys
+
+
+class _RejectedError(Exception):
+    """Internal: the token is not acceptable; the message is the RFC 6750 error_description."""
+
+
+@dataclass
+class AuthStats:
+    """Counters for /metrics."""
+
+    jwks_fetches: int = 0
+    jwks_fetch_failures: int = 0
+    accepted: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+
+
+class Authenticator:
+    """Verifies Auth0 access tokens and turns them into Principals."""
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        session: aiohttp.ClientSession,
+        *,
+        static_jwks: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``static_jwks`` pins the keys (dev mode: the server is its own issuer); nothing is fetched."""
+        self.settings = settings
+        self._session = session
+        self._clock = clock
+        self._url = settings.effective_jwks_url
+        self._keys: dict[str, SigningKey] = {}
+        self._fetched_at: float | None = None
+        self._last_unknown_kid_fetch: float | None = None
+        self._failed_at: float | None = None
+        self._inflight: asyncio.Task[None] | None = None
+        self._static = static_jwks is not None
+        self.stats = AuthStats()
+        if static_jwks is not None:
+            self._keys = parse_jwks(static_jwks, settings.algorithms)
+        elif urlsplit(self._url).scheme != "https" and not _is_loopback(self._url):
+            raise ValueError(f"jwks_url must use https (got {self._url})")
+
+    @property
+    def key_ids(self) -> frozenset[str]:
+        """The kids currently trusted (for diagnostics and tests)."""
+        return frozenset(self._keys)
+
+    async def prefetch(self) -> bool:
+        """Warm the key cache at start-up; a failure is logged, not raised (requests retry later)."""
+        if self._static:
+            return True
+        try:
+            await self._refresh()
+        except JwksUnavailableError:
+            return False
+        return True
+
+    async def authenticate(self, token: str) -> Principal:
+        """Verify ``token`` fully; raise ApiError 401 (or 503 while keys are unobtainable)."""
+        try:
+            principal = await self._authenticate(token)
+        except _RejectedError as err:
+            self.stats.rejected_by_reason[str(err)] += 1
+            raise invalid_token_error(str(err)) from None
+        except ApiError as err:
+            self.stats.rejected_by_reason[err.code] += 1
+            raise
+        self.stats.accepted += 1
+        return principal
+
+    async def _authenticate(self, token: str) -> Principal:
+        settings = self.settings
+        if len(token) > settings.max_token_bytes:
+            raise _RejectedError(f"token larger than {settings.max_token_bytes} bytes")
+        segments = token.split(".")
+        if len(segments) != 3 or not all(_JWT_SEGMENT.fullmatch(s) for s in segments[:2]):
+            raise _RejectedError("not a signed JWT")
+        if not segments[2]:
+            raise _RejectedError("signature missing")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _RejectedError("unreadable token header") from None
+        alg = header.get("alg")
+        # Decide the algorithm from our allow-list before any key is looked up: never let the
+        # token choose (alg=none, HS256 keyed with the public key, ES*, ...).
+        if not isinstance(alg, str) or alg not in settings.algorithms:
+            shown = alg if isinstance(alg, str) and _ALG_NAME.fullmatch(alg) else "in header"
+            raise _RejectedError(f"algorithm {shown} not allowed")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise _RejectedError("token header has no key id")
+        key = await self._key_for(kid)
+        if key is None:
+            raise _RejectedError("unknown signing key")
+        if key.alg is not None and key.alg != alg:
+            raise _RejectedError("algorithm does not match the signing key")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[alg],
+                audience=settings.audience,
+                issuer=settings.issuer,
+                leeway=settings.leeway,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _RejectedError("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _RejectedError("token not yet valid") from None
+        except jwt.MissingRequiredClaimError as err:
+            raise _RejectedError(f"claim {err.claim} missing") from None
+        except jwt.InvalidIssuerError:
+            raise _RejectedError("wrong issuer") from None
+        except jwt.InvalidAudienceError:
+            raise _RejectedError("wrong audience") from None
+        except jwt.InvalidSignatureError:
+            raise _RejectedError("signature verification failed") from None
+        except jwt.PyJWTError:
+            raise _RejectedError("malformed token") from None
+        return self._principal(claims)
+
+    def _principal(self, claims: Mapping[str, Any]) -> Principal:
+        settings = self.settings
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub.strip():
+            raise _RejectedError("claim sub missing")
+        permissions: set[str] = set()
+        raw_permissions = claims.get(settings.permissions_claim)
+        if raw_permissions is not None:
+            if not isinstance(raw_permissions, list) or not all(isinstance(p, str) for p in raw_permissions):
+                raise _RejectedError(f"claim {settings.permissions_claim} must be a list of strings")
+            permissions.update(raw_permissions)
+        raw_scope = claims.get(settings.scope_claim)
+        if raw_scope is not None:
+            if not isinstance(raw_scope, str):
+                raise _RejectedError(f"claim {settings.scope_claim} must be a space-separated string")
+            permissions.update(raw_scope.split())
+        raw_homes = claims.get(settings.homes_claim)
+        homes: frozenset[str] = frozenset()
+        if raw_homes is not None:
+            if not isinstance(raw_homes, list) or not all(isinstance(h, str) and h for h in raw_homes):
+                raise _RejectedError("homes claim must be a list of strings")
+            homes = frozenset(raw_homes)
+        exp = claims.get("exp")
+        return Principal(
+            sub=sub,
+            permissions=frozenset(permissions),
+            homes=homes,
+            expires_at=float(exp) if isinstance(exp, int | float) else None,
+        )
+
+    async def _key_for(self, kid: str) -> SigningKey | None:
+        if self._static:
+            return self._keys.get(kid)
+        now = self._clock()
+        if self._fetched_at is None or now - self._fetched_at >= self.settings.jwks_cache_seconds:
+            # First use or cache expired. If the tenant is down, keep using the cached keys.
+            try:
+                await self._refresh()
+            except JwksUnavailableError:
+                if not self._keys:
+                    raise _auth_unavailable_error(self._retry_in()) from None
+            else:
+                return self._keys.get(kid)  # just fetched: an unknown kid is unknown, no second fetch
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        if self._inflight is None:
+            # Only one re-fetch per cool-down, however many bogus kids arrive.
+            last = self._last_unknown_kid_fetch
+            if last is not None and now - last < self.settings.unknown_kid_cooldown:
+                return None
+            self._last_unknown_kid_fetch = now
+            _LOGGER.info("Unknown signing key id; re-fetching the JWKS")
+        try:
+            await self._refresh()
+        except JwksUnavailableError:
+            return None
+        return self._keys.get(kid)
+
+    def _retry_in(self) -> float:
+        if self._failed_at is None:
+            return self.settings.jwks_retry_seconds
+        return max(0.0, self.settings.jwks_retry_seconds - (self._clock() - self._failed_at))
+
+    async def _refresh(self) -> None:
+        """Fetch the JWKS; concurrent callers share one in-flight request."""
+        if self._inflight is None:
+            if self._failed_at is not None and self._clock() - self._failed_at < self.settings.jwks_retry_seconds:
+                raise JwksUnavailableError("JWKS fetch recently failed")
+            self._inflight = asyncio.get_running_loop().create_task(self._fetch())
+            self._inflight.add_done_callback(self._clear_inflight)
+        # shield: a cancelled request must not cancel the fetch others are waiting for.
+        await asyncio.shield(self._inflight)
+
+    def _clear_inflight(self, task: asyncio.Task[None]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+        if not task.cancelled():
+            task.exception()  # mark retrieved; waiters get it through the shield
+
+    async def _fetch(self) -> None:
+        self.stats.jwks_fetches += 1
+        try:
+            async with self._session.get(
+                self._url, timeout=_JWKS_TIMEOUT, headers={"Accept": "application/json"}
+            ) as resp:
+                if resp.status != 200:
+                    raise ValueError(f"HTTP {resp.status}")
+                body = await resp.content.read(_MAX_JWKS_BYTES + 1)
+                if len(body) > _MAX_JWKS_BYTES:
+                    raise ValueError("document too large")
+            keys = parse_jwks(json.loads(body), self.settings.algorithms)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+            self.stats.jwks_fetch_failures += 1
+            self._failed_at = self._clock()
+            _LOGGER.warning("Fetching the JWKS from %s failed: %s", self._url, err or type(err).__name__)
+            raise JwksUnavailableError(str(err)) from None
+        if not keys:
+            _LOGGER.warning("The JWKS at %s has no usable RSA signing keys", self._url)
+        added = set(keys) - set(self._keys)
+        removed = set(self._keys) - set(keys)
+        if self._fetched_at is not None and (added or removed):
+            _LOGGER.info("JWKS rotated: %d key(s) added, %d removed", len(added), len(removed))
+        self._keys = keys
+        self._fetched_at = self._clock()
+        self._failed_at = None
+
+
+def _is_protected(request: web.Request, prefix: str) -> bool:
+    path = request.path
+    if path == prefix or path.startswith(prefix + "/"):
+        return True
+    # Also protect whatever route matched under the prefix, however the URL was spelled.
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else ""
+    return canonical == prefix or canonical.startswith(prefix + "/")
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The bearer token of the request; None without bearer credentials; ApiError 400 when malformed."""
+    values = request.headers.getall("Authorization", [])
+    if not values:
+        return None
+    if len(values) > 1:
+        raise invalid_request_error("more than one Authorization header")
+    parts = values[0].split()
+    if not parts or parts[0].lower() != "bearer":
+        return None  # another scheme (Basic, ...): no bearer credentials at all
+    if len(parts) == 1:
+        raise invalid_request_error("Bearer scheme without a token")
+    if len(parts) > 2:
+        raise invalid_request_error("unexpected data after the token")
+    if not _B64TOKEN.fullmatch(parts[1]):
+        raise invalid_request_error("token contains characters not allowed in a bearer token")
+    return parts[1]
+
+
+type _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def auth_middleware(authenticator: Authenticator, *, protected_prefix: str = "/api/v1") -> Middleware:
+    """Authenticate every request under ``protected_prefix``; sets ``request["principal"]``.
+
+    Auth failures are answered here (the error body from errors.py plus WWW-Authenticate), so
+    the middleware works with or without an outer error-handling middleware. CORS pre-flight
+    (OPTIONS) requests carry no credentials and pass through.
+    """
+    prefix = protected_prefix.rstrip("/")
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if request.method == "OPTIONS" or not _is_protected(request, prefix):
+            return await handler(request)
+        try:
+            token = bearer_token(request)
+            if token is None:
+                raise missing_token_error()
+            principal = await authenticator.authenticate(token)
+        except ApiError as err:
+            _LOGGER.debug("Rejected %s %s: %s %s", request.method, request.path, err.status, err.message)
+            return error_response(err)
+        request[PRINCIPAL_KEY] = principal
+        return await handler(request)
+
+    return middleware
+
+
+def require_permission(request: web.Request, permission: str) -> Principal:
+    """The request's principal if it holds ``permission``; else ApiError 403 insufficient_scope."""
+    principal = request.get(PRINCIPAL_KEY)
+    if not isinstance(principal, Principal):
+        raise missing_token_error()
+    if not principal.has(permission):
+        raise insufficient_scope_error(permission)
+    return principal
