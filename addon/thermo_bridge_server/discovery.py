@@ -1,0 +1,88 @@
+"""Zeroconf (mDNS/DNS-SD) advertisement of the server as ``_thermo-bridge._tcp.local.``.
+
+Web apps and tools on the LAN find the API without configuration: the service's TXT
+properties carry the server version, the API path and the MQTT base topic. Uses
+python-zeroconf's async API only (registration never blocks the event loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+_LOGGER = logging.getLogger(__name__)
+
+SERVICE_TYPE = "_thermo-bridge._tcp.local."
+
+
+def _addresses(host: str) -> list[str]:
+    """The IPv4 addresses to announce: the bound one, or this machine's when bound to all."""
+    if host not in ("", "0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+        return [host]
+    found: list[str] = []
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            address = str(info[4][0])
+            if address not in found and not address.startswith("127."):
+                found.append(address)
+    except OSError:
+        pass
+    if not found:
+        # A UDP "connect" picks the outgoing interface without sending anything.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(("192.0.2.1", 9))
+                found.append(str(probe.getsockname()[0]))
+            except OSError:
+                found.append("127.0.0.1")
+    return found
+
+
+class Advertiser:
+    """Registers the service on start and unregisters it (goodbye packets) on stop."""
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        version: str,
+        api_path: str,
+        base_topic: str,
+        host: str = "0.0.0.0",  # noqa: S104 - the address to announce, bound elsewhere
+        name: str | None = None,
+        interfaces: Sequence[str] | None = None,
+    ) -> None:
+        instance = name or f"thermo_bridge on {socket.gethostname()}"
+        self.info = AsyncServiceInfo(
+            SERVICE_TYPE,
+            f"{instance}.{SERVICE_TYPE}",
+            port=port,
+            parsed_addresses=_addresses(host),
+            properties={"version": version, "api_path": api_path, "base_topic": base_topic},
+            server=f"{socket.gethostname().split('.')[0] or 'thermo-bridge'}.local.",
+        )
+        self._interfaces = list(interfaces) if interfaces is not None else None
+        self._zeroconf: AsyncZeroconf | None = None
+
+    async def start(self) -> None:
+        """Register (renaming the instance if another server on the LAN uses the same name)."""
+        if self._interfaces is None:
+            self._zeroconf = AsyncZeroconf(ip_version=IPVersion.V4Only)
+        else:
+            self._zeroconf = AsyncZeroconf(interfaces=self._interfaces, ip_version=IPVersion.V4Only)
+        await self._zeroconf.async_register_service(self.info, allow_name_change=True)
+        _LOGGER.info("Advertising %s on port %d via zeroconf", self.info.name, self.info.port)
+
+    async def stop(self) -> None:
+        """Unregister and close; safe to call twice."""
+        zc, self._zeroconf = self._zeroconf, None
+        if zc is None:
+            return
+        try:
+            await zc.async_unregister_service(self.info)
+        finally:
+            await zc.async_close()

@@ -1,0 +1,211 @@
+"""Prometheus text exposition (format 0.0.4) of the server's counters, without a client library.
+
+The figures live where they are produced (the ingest counts messages, the store reports
+its queue and commit latency, the HTTP middleware counts responses); ``Metrics`` only
+gathers them when ``/metrics`` is scraped, so nothing is added to the MQTT hot path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "thermo_bridge_"
+_NAME_RE = re.compile(r"[^a-zA-Z0-9_]")
+
+
+class IngestCounters(Protocol):
+    """What the ingest exposes (attributes of ``thermo_bridge_server.ingest.Ingest``)."""
+
+    messages_in: int
+    rejected_by_reason: Mapping[str, int]
+    duplicates: int
+    commands_sent: int
+    commands_acked: int
+    commands_failed: int
+    commands_timed_out: int
+
+
+class TransportState(Protocol):
+    """What the MQTT transport exposes."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up."""
+        ...
+
+
+def metric_name(*parts: str) -> str:
+    """A valid Prometheus metric name from free-form parts (store stat keys…)."""
+    return PREFIX + "_".join(_NAME_RE.sub("_", part).strip("_").lower() for part in parts if part)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+@dataclass
+class _Family:
+    name: str
+    kind: str
+    help: str
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+
+
+class Exposition:
+    """Accumulates metric families and renders them as Prometheus text."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, _Family] = {}
+
+    def add(self, name: str, kind: str, help_text: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        """Add one sample; families keep the first kind/help they were given."""
+        family = self._families.setdefault(name, _Family(name, kind, help_text))
+        family.samples.append((dict(labels or {}), float(value)))
+
+    def declare(self, name: str, kind: str, help_text: str) -> None:
+        """Declare a family that may have no samples yet (so dashboards see it exists)."""
+        self._families.setdefault(name, _Family(name, kind, help_text))
+
+    def render(self) -> str:
+        """The text body."""
+        lines: list[str] = []
+        for family in self._families.values():
+            lines.append(f"# HELP {family.name} {family.help}")
+            lines.append(f"# TYPE {family.name} {family.kind}")
+            for labels, value in family.samples:
+                label_text = ",".join(f'{key}="{_escape(val)}"' for key, val in sorted(labels.items()))
+                suffix = f"{{{label_text}}}" if label_text else ""
+                lines.append(f"{family.name}{suffix} {_format_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+class HttpCounters:
+    """Counted by the API's error middleware: responses by status, requests in flight."""
+
+    def __init__(self) -> None:
+        self.responses: Counter[tuple[str, int]] = Counter()
+        self.in_flight = 0
+        self.rate_limited = 0
+
+    def observe(self, method: str, status: int) -> None:
+        """Count one finished request."""
+        self.responses[(method, status)] += 1
+
+
+class Metrics:
+    """Gathers every figure at scrape time."""
+
+    def __init__(
+        self,
+        *,
+        http: HttpCounters,
+        ingest: IngestCounters | None = None,
+        transport: TransportState | None = None,
+        store_stats: Callable[[], Any] | None = None,
+        open_connections: Callable[[], int] | None = None,
+        transport_stats: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.http = http
+        self.ingest = ingest
+        self.transport = transport
+        self.store_stats = store_stats
+        self.open_connections = open_connections
+        self.transport_stats = transport_stats
+
+    async def render(self) -> str:
+        """Collect and render (store stats are a coroutine, hence async)."""
+        out = Exposition()
+        self._http(out)
+        self._ingest(out)
+        self._transport(out)
+        if self.store_stats is not None:
+            stats = await self.store_stats()
+            _numeric_gauges(out, ("store",), "Store backend figure", stats.items())
+        return out.render()
+
+    def _http(self, out: Exposition) -> None:
+        name = metric_name("http_requests_total")
+        out.declare(name, "counter", "HTTP requests answered, by method and status code.")
+        for (method, status), count in sorted(self.http.responses.items()):
+            out.add(name, "counter", "", count, {"method": method, "status": str(status)})
+        out.add(
+            metric_name("http_requests_in_flight"), "gauge", "HTTP requests being handled now.", self.http.in_flight
+        )
+        out.add(
+            metric_name("http_rate_limited_total"),
+            "counter",
+            "Requests refused with 429 by the per-user rate limit.",
+            self.http.rate_limited,
+        )
+        if self.open_connections is not None:
+            out.add(
+                metric_name("http_open_connections"),
+                "gauge",
+                "Open client connections (HTTP keep-alive and WebSocket).",
+                self.open_connections(),
+            )
+
+    def _ingest(self, out: Exposition) -> None:
+        ingest = self.ingest
+        if ingest is None:
+            return
+        out.add(
+            metric_name("mqtt_messages_in_total"),
+            "counter",
+            "MQTT messages received from devices.",
+            ingest.messages_in,
+        )
+        rejected = metric_name("mqtt_messages_rejected_total")
+        out.declare(rejected, "counter", "MQTT messages rejected by the protocol, by reason.")
+        for reason, count in sorted(ingest.rejected_by_reason.items()):
+            out.add(rejected, "counter", "", count, {"reason": str(reason)})
+        out.add(
+            metric_name("mqtt_duplicates_total"),
+            "counter",
+            "QoS 1 redeliveries recognised and not stored twice.",
+            ingest.duplicates,
+        )
+        commands = metric_name("commands_total")
+        out.declare(commands, "counter", "Commands by outcome (sent, then acked, failed or timed_out).")
+        for status, value in (
+            ("sent", ingest.commands_sent),
+            ("acked", ingest.commands_acked),
+            ("failed", ingest.commands_failed),
+            ("timed_out", ingest.commands_timed_out),
+        ):
+            out.add(commands, "counter", "", value, {"status": status})
+
+    def _transport(self, out: Exposition) -> None:
+        if self.transport is not None:
+            out.add(
+                metric_name("mqtt_connected"),
+                "gauge",
+                "1 when the broker connection is up.",
+                1 if self.transport.connected else 0,
+            )
+        if self.transport_stats is not None:
+            _numeric_gauges(out, ("mqtt",), "MQTT transport figure", self.transport_stats().items())
+
+
+def _numeric_gauges(out: Exposition, prefix: tuple[str, ...], help_text: str, items: Iterable[tuple[str, Any]]) -> None:
+    for key, value in items:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        name = metric_name(*prefix, str(key))
+        out.add(name, "gauge", f"{help_text} {key!s}.", value)

@@ -1,0 +1,564 @@
+"""The OpenAPI 3.1 description of the REST API, built in code next to the handlers it describes.
+
+``build_document`` is what the server serves at ``/api/v1/openapi.json``; the committed
+``openapi.json`` beside this file is the same document for readers and client generators
+(``python -m thermo_bridge_server.openapi > addon/thermo_bridge_server/openapi.json``
+refreshes it; a test fails when they differ). tests/server/test_openapi.py walks the app's
+router and checks every route and method is documented and every documented one exists.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from .api import API_PREFIX, MAX_DEAD_LETTERS, MAX_HISTORY_POINTS
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _resp(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _json(description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+NULLABLE_NUMBER = {"type": ["number", "null"]}
+STATE_VALUE = {"type": ["number", "boolean", "string", "null"]}
+HOME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "description": "The one shape of every error body.",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["status", "code", "message"],
+                "additionalProperties": False,
+                "properties": {
+                    "status": {"type": "integer", "description": "The HTTP status, repeated."},
+                    "code": {"type": "string", "description": "Stable machine-readable code."},
+                    "message": {"type": "string", "description": "For humans; may change."},
+                    "details": {"type": "object", "description": "Optional structured context."},
+                },
+            }
+        },
+    },
+    "DeviceConfig": {
+        "type": "object",
+        "description": "The device's announced config in its wire form (docs/protocol.md): capabilities.",
+        "required": ["schema", "id", "kind", "name", "measurements"],
+        "properties": {
+            "schema": {"type": "integer"},
+            "id": {"type": "string"},
+            "kind": {"type": "string", "enum": ["thermostat", "sensor"]},
+            "name": {"type": "string"},
+            "measurements": {"type": "object", "additionalProperties": {"type": "object"}},
+            "events": {"type": "array", "items": {"type": "string"}},
+            "thermostat": {"type": "object"},
+        },
+    },
+    "Device": {
+        "type": "object",
+        "required": ["id", "name", "kind", "home", "online", "first_seen", "updated_at", "config"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["thermostat", "sensor"]},
+            "home": {"type": "string"},
+            "online": {"type": ["boolean", "null"], "description": "null until availability is known."},
+            "first_seen": {"type": "number", "description": "Epoch seconds."},
+            "updated_at": {"type": "number", "description": "Epoch seconds."},
+            "config": _ref("DeviceConfig"),
+        },
+    },
+    "DeviceList": {
+        "type": "object",
+        "required": ["devices"],
+        "additionalProperties": False,
+        "properties": {"devices": {"type": "array", "items": _ref("Device")}},
+    },
+    "State": {
+        "type": "object",
+        "required": ["device_id", "values", "updated_at", "device_ts", "seq"],
+        "additionalProperties": False,
+        "properties": {
+            "device_id": {"type": "string"},
+            "values": {"type": "object", "additionalProperties": STATE_VALUE},
+            "updated_at": {**NULLABLE_NUMBER, "description": "Server receive time of the newest update."},
+            "device_ts": NULLABLE_NUMBER,
+            "seq": {"type": ["integer", "null"]},
+        },
+    },
+    "HistoryPoint": {
+        "type": "object",
+        "required": ["ts", "key", "value"],
+        "additionalProperties": False,
+        "properties": {
+            "ts": {"type": "number", "description": "Epoch seconds (bucket start when aggregated)."},
+            "key": {"type": "string"},
+            "value": {**NULLABLE_NUMBER, "description": "Raw value, or the bucket mean."},
+            "min": NULLABLE_NUMBER,
+            "max": NULLABLE_NUMBER,
+            "count": {"type": "integer"},
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["device_id", "start", "end", "resolution", "keys", "truncated", "points"],
+        "additionalProperties": False,
+        "properties": {
+            "device_id": {"type": "string"},
+            "start": {"type": "number"},
+            "end": {"type": "number"},
+            "resolution": NULLABLE_NUMBER,
+            "keys": {"type": ["array", "null"], "items": {"type": "string"}},
+            "truncated": {"type": "boolean", "description": "More points matched than limit."},
+            "points": {"type": "array", "items": _ref("HistoryPoint")},
+        },
+    },
+    "CommandRequest": {
+        "type": "object",
+        "required": ["values"],
+        "additionalProperties": False,
+        "properties": {
+            "values": {
+                "type": "object",
+                "minProperties": 1,
+                "description": "Command values, checked against the device's capabilities.",
+                "properties": {
+                    "hvac_mode": {"type": "string"},
+                    "target_temperature": {"type": "number"},
+                    "target_temperature_low": {"type": "number"},
+                    "target_temperature_high": {"type": "number"},
+                    "target_humidity": {"type": "number"},
+                    "preset": {"type": "string"},
+                    "fan_mode": {"type": "string"},
+                    "swing_mode": {"type": "string"},
+                },
+            }
+        },
+    },
+    "Command": {
+        "type": "object",
+        "required": ["id", "device_id", "values", "status", "reason", "created_at", "updated_at"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "device_id": {"type": "string"},
+            "values": {"type": "object", "additionalProperties": {"type": ["number", "string"]}},
+            "status": {"type": "string", "enum": ["pending", "acked", "failed", "timed_out"]},
+            "reason": {"type": ["string", "null"]},
+            "created_at": {"type": "number"},
+            "updated_at": {"type": "number"},
+        },
+    },
+    "Grants": {
+        "type": "object",
+        "required": ["sub", "homes"],
+        "additionalProperties": False,
+        "properties": {"sub": {"type": "string"}, "homes": {"type": "array", "items": HOME}},
+    },
+    "GrantsUpdate": {
+        "type": "object",
+        "required": ["homes"],
+        "additionalProperties": False,
+        "properties": {"homes": {"type": "array", "items": HOME, "maxItems": 256}},
+    },
+    "GrantsList": {
+        "type": "object",
+        "required": ["grants"],
+        "additionalProperties": False,
+        "properties": {"grants": {"type": "array", "items": _ref("Grants")}},
+    },
+    "HomeAssignment": {
+        "type": "object",
+        "required": ["home"],
+        "additionalProperties": False,
+        "properties": {"home": HOME},
+    },
+    "DeadLetter": {
+        "type": "object",
+        "required": ["id", "ts", "topic", "reason", "message", "payload_text", "payload_base64"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer"},
+            "ts": {"type": "number"},
+            "topic": {"type": "string"},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "payload_text": {"type": "string", "description": "UTF-8 with replacement characters."},
+            "payload_base64": {"type": "string", "description": "The exact bytes (truncated to 4096)."},
+        },
+    },
+    "DeadLetterList": {
+        "type": "object",
+        "required": ["dead_letters"],
+        "additionalProperties": False,
+        "properties": {"dead_letters": {"type": "array", "items": _ref("DeadLetter")}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version", "broker", "store"],
+        "additionalProperties": False,
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "degraded"]},
+            "version": {"type": "string"},
+            "broker": {
+                "type": "object",
+                "required": ["connected"],
+                "properties": {"connected": {"type": "boolean"}},
+            },
+            "store": {
+                "type": "object",
+                "required": ["ok"],
+                "properties": {"ok": {"type": "boolean"}, "error": {"type": "string"}},
+            },
+        },
+    },
+}
+
+_WWW_AUTH = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "RFC 6750 challenge."}}
+RESPONSES: dict[str, Any] = {
+    "BadRequest": _json("Malformed parameters or body.", _ref("Error")),
+    "Unauthorized": _json("Missing or invalid bearer token.", _ref("Error"), _WWW_AUTH),
+    "Forbidden": _json("Missing permission (insufficient_scope) or a device of another home.", _ref("Error")),
+    "NotFound": _json("Unknown device or command.", _ref("Error")),
+    "PayloadTooLarge": _json("The body is larger than max_body_bytes.", _ref("Error")),
+    "UnsupportedMediaType": _json("The body is not application/json.", _ref("Error")),
+    "TooManyRequests": _json(
+        "Per-user rate limit exceeded.",
+        _ref("Error"),
+        {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds until a request is allowed."}},
+    ),
+    "ServiceUnavailable": _json("The identity provider's keys or the broker are unreachable.", _ref("Error")),
+}
+
+
+def _param(
+    name: str, where: str, schema: dict[str, Any], description: str, *, required: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": required or where == "path",
+        "schema": schema,
+        "description": description,
+    }
+
+
+DEVICE_ID = _param(
+    "device_id", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "The device id (a topic segment)."
+)
+TIME = {"type": "string", "description": "ISO-8601 (naive = UTC) or epoch seconds."}
+_SUB = _param("sub", "path", {"type": "string", "maxLength": 256}, "The user's Auth0 subject (URL-encoded).")
+DURATION = {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(ms|s|m|h|d)?$"}
+
+
+def _operation(
+    op_id: str,
+    summary: str,
+    ok_status: str,
+    ok: dict[str, Any],
+    *,
+    tag: str,
+    errors: tuple[str, ...] = (),
+    params: list[dict[str, Any]] | None = None,
+    body: str | None = None,
+    public: bool = False,
+    permission: str | None = None,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {ok_status: ok}
+    if not public:
+        errors = ("400", "401", "403", "429", "503", *errors)
+    names = {
+        "400": "BadRequest",
+        "401": "Unauthorized",
+        "403": "Forbidden",
+        "404": "NotFound",
+        "413": "PayloadTooLarge",
+        "415": "UnsupportedMediaType",
+        "429": "TooManyRequests",
+        "503": "ServiceUnavailable",
+    }
+    for status in sorted(set(errors)):
+        if status == "422":
+            responses[status] = _json(
+                "The device refuses these values (details: protocol reason and path).", _ref("Error")
+            )
+        else:
+            responses[status] = _resp(names[status])
+    op: dict[str, Any] = {"operationId": op_id, "summary": summary, "tags": [tag], "responses": responses}
+    if permission:
+        op["description"] = f"Requires the `{permission}` permission."
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(body)}}}
+    op["security"] = [] if public else [{"bearerAuth": []}]
+    return op
+
+
+def build_paths() -> dict[str, Any]:
+    """Every route with its methods (the test compares this with the router)."""
+    p = API_PREFIX
+    body_errors = ("404", "413", "415")
+    return {
+        f"{p}/devices": {
+            "get": _operation(
+                "listDevices",
+                "Devices the caller can see",
+                "200",
+                _json("The devices, ordered by id.", _ref("DeviceList")),
+                tag="devices",
+                permission="read:devices",
+                params=[
+                    _param("kind", "query", {"type": "string", "enum": ["thermostat", "sensor"]}, "Only this kind."),
+                    _param("online", "query", {"type": "boolean"}, "Only online (true) or offline (false) devices."),
+                    _param("home", "query", HOME, "Only this home (among the caller's)."),
+                ],
+            )
+        },
+        p + "/devices/{device_id}": {
+            "get": _operation(
+                "getDevice",
+                "One device with its capabilities",
+                "200",
+                _json("The device.", _ref("Device")),
+                tag="devices",
+                permission="read:devices",
+                params=[DEVICE_ID],
+                errors=("404",),
+            )
+        },
+        p + "/devices/{device_id}/state": {
+            "get": _operation(
+                "getState",
+                "The device's latest state",
+                "200",
+                _json("Latest merged state; values empty until the first report.", _ref("State")),
+                tag="devices",
+                permission="read:devices",
+                params=[DEVICE_ID],
+                errors=("404",),
+            )
+        },
+        p + "/devices/{device_id}/history": {
+            "get": _operation(
+                "getHistory",
+                "Stored values in a time range, raw or aggregated",
+                "200",
+                _json("Points ordered by (ts, key).", _ref("History")),
+                tag="devices",
+                permission="read:devices",
+                params=[
+                    DEVICE_ID,
+                    _param("start", "query", TIME, "Range start (inclusive); default end - 24 h."),
+                    _param("end", "query", TIME, "Range end (exclusive); default now."),
+                    _param(
+                        "keys", "query", {"type": "string"}, "Comma-separated state keys (may repeat); default all."
+                    ),
+                    _param(
+                        "resolution",
+                        "query",
+                        DURATION,
+                        "Aggregate into buckets of this size (seconds or 30s/5m/1h/1d).",
+                    ),
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_POINTS},
+                        f"At most this many points (default {MAX_HISTORY_POINTS}).",
+                    ),
+                ],
+                errors=("404",),
+            )
+        },
+        p + "/devices/{device_id}/commands": {
+            "post": _operation(
+                "sendCommand",
+                "Send a command to a thermostat",
+                "202",
+                _json(
+                    "Accepted and published to <base>/<id>/set; poll the command for the device's ack.",
+                    _ref("Command"),
+                    {"Location": {"schema": {"type": "string"}, "description": "The command's URL."}},
+                ),
+                tag="commands",
+                permission="write:devices",
+                params=[DEVICE_ID],
+                body="CommandRequest",
+                errors=(*body_errors, "422"),
+            )
+        },
+        p + "/commands/{command_id}": {
+            "get": _operation(
+                "getCommand",
+                "A command's status (its sender and admins only)",
+                "200",
+                _json("The command.", _ref("Command")),
+                tag="commands",
+                permission="read:devices",
+                params=[_param("command_id", "path", {"type": "string", "maxLength": 64}, "The command id.")],
+                errors=("404",),
+            )
+        },
+        f"{p}/admin/grants": {
+            "get": _operation(
+                "listGrants",
+                "Every user's server-side home grants",
+                "200",
+                _json("Grants by user.", _ref("GrantsList")),
+                tag="admin",
+                permission="admin",
+            )
+        },
+        p + "/admin/grants/{sub}": {
+            "get": _operation(
+                "getGrants",
+                "One user's server-side home grants",
+                "200",
+                _json("The grants.", _ref("Grants")),
+                tag="admin",
+                permission="admin",
+                params=[_SUB],
+            ),
+            "put": _operation(
+                "putGrants",
+                "Replace one user's server-side home grants",
+                "200",
+                _json("The grants now.", _ref("Grants")),
+                tag="admin",
+                permission="admin",
+                params=[_SUB],
+                body="GrantsUpdate",
+                errors=("413", "415"),
+            ),
+        },
+        p + "/admin/devices/{device_id}/home": {
+            "put": _operation(
+                "putDeviceHome",
+                "Assign a device to a home",
+                "200",
+                _json("The device with its new home.", _ref("Device")),
+                tag="admin",
+                permission="admin",
+                params=[DEVICE_ID],
+                body="HomeAssignment",
+                errors=body_errors,
+            )
+        },
+        f"{p}/admin/dead-letters": {
+            "get": _operation(
+                "listDeadLetters",
+                "The newest rejected MQTT messages",
+                "200",
+                _json("Newest first.", _ref("DeadLetterList")),
+                tag="admin",
+                permission="admin",
+                params=[
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_DEAD_LETTERS},
+                        "At most this many (default 100).",
+                    )
+                ],
+            )
+        },
+        f"{p}/openapi.json": {
+            "get": _operation(
+                "getOpenApi",
+                "This document",
+                "200",
+                {"description": "OpenAPI 3.1 document.", "content": {JSON: {"schema": {"type": "object"}}}},
+                tag="meta",
+                public=True,
+            )
+        },
+        "/health": {
+            "get": _operation(
+                "getHealth",
+                "Liveness and readiness (unauthenticated)",
+                "200",
+                _json("Broker connected and store answering.", _ref("Health")),
+                tag="meta",
+                public=True,
+                errors=(),
+            )
+            | {"responses": {"200": _json("Healthy.", _ref("Health")), "503": _json("Degraded.", _ref("Health"))}}
+        },
+        "/metrics": {
+            "get": _operation(
+                "getMetrics",
+                "Prometheus metrics (unauthenticated)",
+                "200",
+                {
+                    "description": "Prometheus text exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                tag="meta",
+                public=True,
+            )
+        },
+    }
+
+
+def build_document(version: str = "0.1.0") -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "thermo_bridge server API",
+            "version": version,
+            "description": (
+                "REST API of the thermo_bridge add-on server: devices, latest state, history and commands "
+                "of MQTT thermostats and sensors. Every error has the body of the Error schema. Access: a "
+                "user sees the devices of the homes granted to their sub server-side plus those in their "
+                "token's https://thermo-bridge.dev/homes claim; admins see every device."
+            ),
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "tags": [
+            {"name": "devices", "description": "Devices, state and history"},
+            {"name": "commands", "description": "Commands to thermostats"},
+            {"name": "admin", "description": "Homes and grants (admin permission)"},
+            {"name": "meta", "description": "Health, metrics and this document"},
+        ],
+        "paths": build_paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": RESPONSES,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "An Auth0 access token (RS256) for the configured API audience.",
+                }
+            },
+        },
+    }
+
+
+def main() -> None:
+    """Print the document (to refresh the committed openapi.json)."""
+    sys.stdout.write(json.dumps(build_document(), indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
