@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections import Counter
-from collections.abc import Iterable, Mapping
 import hashlib
 import hmac
 import json
 import secrets
 import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-import jwt
 
 from thermo_bridge_server.auth import AuthSettings
 from thermo_bridge_server.devauth import auth0_jwk, auth0_openid_configuration
