@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from thermo_bridge_protocol import DeviceKind, ProtocolError, validate_device_id
 
@@ -811,9 +812,6 @@ def setup_api(
 
 
 PUBLIC_API_PATHS = frozenset({OPENAPI_PATH})
-
-
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def _public_bypass(auth: Middleware) -> Middleware:

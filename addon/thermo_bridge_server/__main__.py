@@ -1,0 +1,129 @@
+"""``thermo-bridge-server``: load the configuration, run the server until SIGTERM/SIGINT.
+
+Shutdown is graceful: the listening socket closes first (no new requests), requests in
+flight get ``SHUTDOWN_TIMEOUT`` seconds to finish, then the app's cleanup stops the ingest,
+flushes the store and disconnects from the broker (see app.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .app import COMPONENTS, SHUTDOWN_TIMEOUT, create_app, server_version
+from .config import ServerConfig, load_config_or_exit
+from .supervisor import SupervisorError, resolve_supervisor_mqtt
+
+_LOGGER = logging.getLogger("thermo_bridge_server")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if level != "debug":  # paho and aiohttp's access log are noisy at info
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before start-up so a port clash fails fast and zeroconf announces the real port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(config: ServerConfig) -> int:
+    """Run until a stop signal; return the exit status."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    if config.supervised:
+        async with aiohttp.ClientSession() as session:
+            try:
+                config = await _until_stopped(resolve_supervisor_mqtt(config, session), stop)
+            except SupervisorError as err:
+                _LOGGER.error("%s", err)
+                return 1
+            except asyncio.CancelledError:
+                return 0
+    try:
+        sock = _bind(config.http_host, config.http_port)
+    except OSError as err:
+        _LOGGER.error("Cannot listen on %s:%d: %s", config.http_host, config.http_port, err.strerror)
+        return 1
+    app = await create_app(config)
+    components = app[COMPONENTS]
+    components.port = int(sock.getsockname()[1])
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
+    components.metrics.open_connections = lambda: len(runner.server.connections) if runner.server else 0
+    try:
+        await _until_stopped(runner.setup(), stop)  # runs start-up: store, MQTT, ingest
+    except asyncio.CancelledError:
+        sock.close()
+        await runner.cleanup()
+        return 0
+    except Exception:
+        _LOGGER.exception("Start-up failed")
+        sock.close()
+        await runner.cleanup()
+        return 1
+    site = web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await site.start()
+    _LOGGER.info(
+        "thermo_bridge server %s listening on http://%s:%d (API under /api/v1)",
+        server_version(),
+        config.http_host,
+        components.port,
+    )
+    await stop.wait()
+    _LOGGER.info("Stop signal received: shutting down")
+    await runner.cleanup()
+    _LOGGER.info("Stopped")
+    return 0
+
+
+async def _until_stopped[T](coro: Coroutine[Any, Any, T], stop: asyncio.Event) -> T:
+    """Await ``coro`` unless a stop signal comes first (then it is cancelled: CancelledError)."""
+    task = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        stopper.cancel()
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise asyncio.CancelledError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``thermo-bridge-server``."""
+    config = load_config_or_exit(argv)
+    _configure_logging(config.log_level)
+    _LOGGER.info("Configuration: %s", config.describe())
+    if config.dev_auth:
+        _LOGGER.warning("dev_auth is enabled: tokens are self-issued; never expose this server")
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Builds the server from a ServerConfig: store, MQTT transport, ingest, auth, API, background work.
+
+Start-up order (``Components.start``): store (migrations) → MQTT transport → ingest
+(subscribes) → background tasks (retention, command timeouts) → zeroconf; shutdown runs
+it backwards so nothing is lost: stop advertising and background work, stop the ingest
+taking new messages, close the store (its writer commits everything queued, which lets
+the ingest acknowledge those QoS 1 messages), then disconnect from the broker. The
+broker keeps our persistent session, so whatever arrives while we are down is delivered
+when we return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.metadata
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .api import API_PREFIX, ApiSettings, api_middlewares, setup_api
+from .auth import Authenticator, AuthSettings, auth_middleware
+from .config import ServerConfig
+from .devauth import DevIssuer
+from .discovery import Advertiser
+from .ingest import Ingest
+from .metrics import HttpCounters, Metrics
+from .mqtt import MqttTransport
+from .openapi import build_document
+from .store import create_store
+from .store.base import Store
+from .store.retention import run_retention
+
+_LOGGER = logging.getLogger(__name__)
+
+RETENTION_INTERVAL = 3600.0
+SHUTDOWN_TIMEOUT = 10.0
+
+
+def server_version() -> str:
+    """The installed package version (a source checkout without metadata says 0.0.0)."""
+    try:
+        return importlib.metadata.version("thermo-bridge")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+COMPONENTS: web.AppKey[Components] = web.AppKey("components")
+
+
+@dataclass
+class Components:
+    """Everything the app owns, exposed for tests, the WebSocket API and ``__main__``."""
+
+    config: ServerConfig
+    store: Store
+    transport: MqttTransport
+    ingest: Ingest
+    metrics: Metrics
+    authenticator: Authenticator
+    session: aiohttp.ClientSession
+    dev_issuer: DevIssuer | None = None
+    advertiser: Advertiser | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    port: int | None = None  # the port actually bound (for zeroconf); set by __main__
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """A background task that is logged if it dies and cancelled at shutdown."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task.add_done_callback(_log_task_end)
+        self.tasks.append(task)
+
+
+def _log_task_end(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (err := task.exception()) is not None:
+        _LOGGER.error("Background task %s died", task.get_name(), exc_info=err)
+
+
+def dev_issuer_url(config: ServerConfig) -> str:
+    """The dev issuer is the server itself; tokens name it as http://localhost:<port>/."""
+    return f"http://localhost:{config.http_port}/"
+
+
+async def create_app(config: ServerConfig, *, store: Store | None = None) -> web.Application:
+    """The aiohttp application; components start with the app (``on_startup``) and stop with it."""
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+    dev_issuer: DevIssuer | None = None
+    if config.dev_auth:
+        dev_issuer = await asyncio.to_thread(DevIssuer, config.dev_key_path, issuer=dev_issuer_url(config), warn=True)
+        authenticator = dev_issuer.authenticator(session)
+        auth_settings: AuthSettings = authenticator.settings
+    elif config.auth is not None:
+        auth_settings = config.auth
+        authenticator = Authenticator(auth_settings, session)
+    else:  # load_config refuses this; keep the guard for programmatic use
+        await session.close()
+        raise ValueError("auth settings are required unless dev_auth is enabled")
+
+    store = store or create_store(
+        config.store_url, retention_days=config.retention_days, dead_letter_limit=config.dead_letter_limit
+    )
+    transport = MqttTransport(config.mqtt)
+    ingest = Ingest(
+        store,
+        transport,
+        base_topic=config.mqtt.base_topic,
+        command_timeout=config.command_timeout,
+        shared_group=config.mqtt.shared_group,
+    )
+    metrics = Metrics(
+        http=HttpCounters(),
+        ingest=ingest,
+        transport=transport,
+        store_stats=store.stats,
+        transport_stats=_stats_of(transport),
+    )
+    components = Components(
+        config=config,
+        store=store,
+        transport=transport,
+        ingest=ingest,
+        metrics=metrics,
+        authenticator=authenticator,
+        session=session,
+        dev_issuer=dev_issuer,
+    )
+    app = web.Application(
+        middlewares=api_middlewares(auth_middleware(authenticator, protected_prefix=API_PREFIX)),
+        client_max_size=config.max_body_bytes,
+    )
+    app[COMPONENTS] = components
+    version = server_version()
+    document = build_document(version)
+    setup_api(
+        app,
+        store=store,
+        sender=ingest,
+        broker=transport,
+        settings=ApiSettings(
+            version=version,
+            base_topic=config.mqtt.base_topic,
+            default_home=config.default_home,
+            read_permission=auth_settings.read_permission,
+            write_permission=auth_settings.write_permission,
+            admin_permission=auth_settings.admin_permission,
+            max_body_bytes=config.max_body_bytes,
+            cors_origins=config.cors_origins,
+            rate_limit_per_minute=config.rate_limit_per_minute,
+        ),
+        metrics=metrics,
+        openapi=lambda: document,
+    )
+    if dev_issuer is not None:
+        app.router.add_routes(dev_issuer.routes())
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+def _stats_of(transport: MqttTransport) -> Callable[[], dict[str, Any]]:
+    def stats() -> dict[str, Any]:
+        raw = getattr(transport, "stats", None)
+        if raw is None:
+            return {}
+        if isinstance(raw, dict):
+            return raw
+        if hasattr(raw, "__dict__"):
+            return dict(vars(raw))
+        return {}
+
+    return stats
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Start everything in order; on cleanup stop what was started, in the safe order."""
+    c = app[COMPONENTS]
+    started: set[str] = set()
+    try:
+        await _start(c, started)
+    except BaseException:
+        await _stop(c, started)
+        raise
+    # Everything allocated so far lives as long as the process: keep it out of the GC's
+    # generations so collections stay short (p99 latency; see docs/benchmarks.md).
+    gc.collect()
+    gc.freeze()
+    _LOGGER.info("thermo_bridge server %s started", server_version())
+    try:
+        yield
+    finally:
+        _LOGGER.info("Shutting down: stopping ingest, flushing the store, disconnecting MQTT")
+        gc.unfreeze()
+        await _stop(c, started)
+
+
+async def _start(c: Components, started: set[str]) -> None:
+    config = c.config
+    await c.store.open()
+    started.add("store")
+    await c.transport.connect()
+    started.add("transport")
+    await c.ingest.start()
+    started.add("ingest")
+    if c.dev_issuer is None:
+        c.spawn(c.authenticator.prefetch(), "jwks-prefetch")
+    c.spawn(run_retention(c.store, config.retention_days, RETENTION_INTERVAL), "retention")
+    if config.zeroconf:
+        advertiser = Advertiser(
+            port=c.port or config.http_port,
+            version=server_version(),
+            api_path=API_PREFIX,
+            base_topic=config.mqtt.base_topic,
+            host=config.http_host,
+        )
+        try:
+            await advertiser.start()
+        except OSError as err:  # no multicast-capable interface: the API still works
+            _LOGGER.warning("Zeroconf advertisement failed: %s", err)
+        else:
+            c.advertiser = advertiser
+
+
+async def _stop(c: Components, started: set[str]) -> None:
+    """Stop advertising and background work, stop ingesting, flush the store, then disconnect."""
+    if c.advertiser is not None:
+        await _step("stop zeroconf", c.advertiser.stop)
+        c.advertiser = None
+    await _cancel_tasks(c)
+    if "ingest" in started:
+        await _step("stop the ingest", c.ingest.stop)
+    if "store" in started:
+        await _step("close the store", c.store.close)
+    if "transport" in started:
+        await _step("disconnect from the broker", c.transport.disconnect)
+    started.clear()
+    await _step("close the HTTP client session", c.session.close)
+
+
+async def _step(what: str, action: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """One shutdown step; a failure is logged and the next steps still run."""
+    try:
+        await action()
+    except Exception:
+        _LOGGER.exception("Shutdown: failed to %s", what)
+
+
+async def _cancel_tasks(c: Components) -> None:
+    tasks, c.tasks = c.tasks, []
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
