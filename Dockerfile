@@ -19,9 +19,9 @@ RUN pip install . \
 
 # /data is the add-on's persistent volume: options.json, the SQLite database, the dev key.
 WORKDIR /data
-EXPOSE 8765
+EXPOSE 8099
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8765/health', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8099/health', timeout=4).status != 200)"]
 CMD ["thermo-bridge-server"]
 
 LABEL io.hass.type="addon" \
