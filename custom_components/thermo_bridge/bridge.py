@@ -1,0 +1,590 @@
+"""The integration's runtime: the protocol router wired to HA's MQTT, and per-device state.
+
+``Bridge`` is the ``ProtocolHandler`` of one config entry (one base topic). It turns the
+router's callbacks into device registry updates, dispatcher signals (new or changed
+devices, picked up by the platforms), per-device listener calls (state for entities),
+bus events, repair issues and diagnostics counters. Entities never touch MQTT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from homeassistant.components import mqtt
+from homeassistant.components.mqtt.models import ReceiveMessage
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.event import async_call_later
+
+from .const import (
+    CONF_BASE_TOPIC,
+    CONF_COMMAND_TIMEOUT,
+    CONF_OPTIMISTIC,
+    DEFAULT_COMMAND_TIMEOUT,
+    DOMAIN,
+    EVENT_THERMO_BRIDGE,
+    SERVICE_ACK_WAIT,
+    signal_new_device,
+)
+from .protocol import (
+    SCHEMA_VERSION,
+    Ack,
+    AckStatus,
+    Command,
+    DeviceConfig,
+    DeviceEvent,
+    DeviceRouter,
+    MessageKind,
+    ProtocolError,
+    ProtocolHandler,
+    Reason,
+    StateUpdate,
+    StateValue,
+    Unsubscribe,
+    decode_object,
+)
+
+_LOGGER = logging.getLogger(__package__)
+
+type ThermoBridgeConfigEntry = ConfigEntry[Bridge]
+
+UpdateListener = Callable[[frozenset[str] | None], None]
+"""Called with the changed state keys, or None when everything may have changed."""
+EventListener = Callable[[DeviceEvent], None]
+
+PAYLOAD_SNIPPET = 512
+"""How much of a payload diagnostics keep (payloads can be hostile and large)."""
+
+# ServiceValidationError translation keys per protocol rejection reason.
+_COMMAND_ERROR_KEYS: Mapping[Reason, str] = {
+    Reason.OUT_OF_RANGE: "value_out_of_range",
+    Reason.NOT_SUPPORTED: "not_supported",
+    Reason.INVALID_VALUE: "invalid_value",
+    Reason.UNKNOWN_DEVICE: "unknown_device",
+}
+
+
+@dataclass(slots=True)
+class PendingCommand:
+    """A command sent but not yet confirmed; its values overlay the reported state."""
+
+    command: Command
+    values: dict[str, float | str]
+    waiter: asyncio.Future[None]
+    cancel_timeout: CALLBACK_TYPE | None = None
+    cancel_wait: CALLBACK_TYPE | None = None
+
+    def cancel_timers(self) -> None:
+        """Cancel the timeout and service-wait timers."""
+        for cancel in (self.cancel_timeout, self.cancel_wait):
+            if cancel is not None:
+                cancel()
+        self.cancel_timeout = self.cancel_wait = None
+
+
+@dataclass(slots=True)
+class DeviceData:
+    """What the integration knows about one device."""
+
+    config: DeviceConfig
+    ha_device_id: str | None = None
+    values: dict[str, StateValue] = field(default_factory=dict)
+    online: bool | None = None
+    """The retained availability; None until the device published one (treated as online)."""
+    expired: bool = False
+    available: bool = True
+    last_seen: float | None = None
+    last_messages: dict[str, Any] = field(default_factory=dict)
+    """The last parsed message of each kind (state, ack, event) and raw rejected payloads."""
+    rejected: Counter[str] = field(default_factory=Counter)
+    pending: dict[str, PendingCommand] = field(default_factory=dict)
+    overlay: dict[str, float | str] = field(default_factory=dict)
+    listeners: list[tuple[UpdateListener, frozenset[str] | None]] = field(default_factory=list)
+    event_listeners: list[EventListener] = field(default_factory=list)
+    cancel_expire: CALLBACK_TYPE | None = None
+
+    @property
+    def device_id(self) -> str:
+        """The protocol's device id."""
+        return self.config.device_id
+
+    def value(self, key: str) -> StateValue:
+        """The value to show: a pending command's value, else the last reported one."""
+        if key in self.overlay:
+            return self.overlay[key]
+        return self.values.get(key)
+
+    @callback
+    def async_add_listener(self, listener: UpdateListener, keys: frozenset[str] | None = None) -> CALLBACK_TYPE:
+        """Call ``listener`` when any of ``keys`` (None: any key) or the device changes."""
+        entry = (listener, keys)
+        self.listeners.append(entry)
+
+        @callback
+        def remove() -> None:
+            self.listeners.remove(entry)
+
+        return remove
+
+    @callback
+    def async_add_event_listener(self, listener: EventListener) -> CALLBACK_TYPE:
+        """Call ``listener`` with every device event."""
+        self.event_listeners.append(listener)
+
+        @callback
+        def remove() -> None:
+            self.event_listeners.remove(listener)
+
+        return remove
+
+    @callback
+    def notify(self, changed: frozenset[str] | None = None) -> None:
+        """Tell the interested listeners that something changed."""
+        for listener, keys in list(self.listeners):
+            if changed is None or keys is None or not keys.isdisjoint(changed):
+                listener(changed)
+
+    def rebuild_overlay(self) -> None:
+        """Merge the pending commands' values, oldest first."""
+        self.overlay = {}
+        for pending in self.pending.values():
+            self.overlay.update(pending.values)
+
+
+def _same(a: StateValue, b: float | str) -> bool:
+    if isinstance(a, float | int) and not isinstance(a, bool) and isinstance(b, float | int):
+        return math.isclose(a, b, rel_tol=0, abs_tol=1e-6)
+    return a == b
+
+
+def _snippet(payload: bytes) -> str:
+    text = payload[:PAYLOAD_SNIPPET].decode("utf-8", "replace")
+    return text + ("…" if len(payload) > PAYLOAD_SNIPPET else "")
+
+
+class Bridge(ProtocolHandler):
+    """One base topic's devices, as Home Assistant sees them."""
+
+    def __init__(self, hass: HomeAssistant, entry: ConfigEntry) -> None:
+        self.hass = hass
+        self.entry = entry
+        self.router = DeviceRouter(entry.data[CONF_BASE_TOPIC], self._async_subscribe, self._async_publish, self)
+        self.devices: dict[str, DeviceData] = {}
+        self.entity_unique_ids: set[str] = set()
+        """Unique ids of the entities alive now, so a re-sent config creates no duplicates."""
+        self.mqtt_connected = True
+        self.rejected_total = 0
+        self.rejected_by_reason: Counter[str] = Counter()
+        self.rejected_unknown: Counter[str] = Counter()
+        """Rejections that name no device (topics under the base that are not ours)."""
+        self._logged_rejections: set[tuple[str | None, str | None]] = set()
+        self._foreign: set[str] = set()
+        self._unsubscribes: list[CALLBACK_TYPE] = []
+
+    @property
+    def base_topic(self) -> str:
+        """The base topic this bridge listens to."""
+        return self.router.base_topic
+
+    @property
+    def command_timeout(self) -> float:
+        """Seconds a requested value is shown before the reported state wins again."""
+        return float(self.entry.options.get(CONF_COMMAND_TIMEOUT, DEFAULT_COMMAND_TIMEOUT))
+
+    @property
+    def optimistic(self) -> bool:
+        """Whether an unconfirmed command's values are kept when the timeout passes."""
+        return bool(self.entry.options.get(CONF_OPTIMISTIC, False))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def async_start(self) -> None:
+        """Follow MQTT's connection state and subscribe to the base topic."""
+        self.mqtt_connected = mqtt.is_connected(self.hass)
+        self._unsubscribes.append(mqtt.async_subscribe_connection_status(self.hass, self._async_mqtt_connection))
+        await self.router.async_start()
+
+    @callback
+    def async_stop(self) -> None:
+        """Drop every subscription, timer and listener; fail commands still waiting."""
+        self.router.stop()
+        while self._unsubscribes:
+            self._unsubscribes.pop()()
+        for device in self.devices.values():
+            self._drop_device_timers(device)
+        self.devices.clear()
+
+    def _drop_device_timers(self, device: DeviceData) -> None:
+        if device.cancel_expire is not None:
+            device.cancel_expire()
+            device.cancel_expire = None
+        for pending in device.pending.values():
+            pending.cancel_timers()
+            if not pending.waiter.done():
+                pending.waiter.set_result(None)
+        device.pending.clear()
+        device.overlay = {}
+
+    async def _async_subscribe(self, topic: str, qos: int, handle: Callable[[str, bytes], None]) -> Unsubscribe:
+        @callback
+        def message_received(msg: ReceiveMessage) -> None:
+            payload = msg.payload
+            handle(msg.topic, payload.encode() if isinstance(payload, str) else bytes(payload))
+
+        return await mqtt.async_subscribe(self.hass, topic, message_received, qos, encoding=None)
+
+    async def _async_publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        await mqtt.async_publish(self.hass, topic, payload, qos, retain, encoding=None)
+
+    @callback
+    def _async_mqtt_connection(self, connected: bool) -> None:
+        if connected == self.mqtt_connected:
+            return
+        self.mqtt_connected = connected
+        if connected:
+            _LOGGER.info(
+                "MQTT connection is back: %s devices under %s available again", len(self.devices), self.base_topic
+            )
+        else:
+            _LOGGER.info("MQTT connection lost: the devices under %s are unavailable", self.base_topic)
+        for device in self.devices.values():
+            device.notify()
+
+    def is_available(self, device: DeviceData) -> bool:
+        """Whether the device's entities are available."""
+        return self.mqtt_connected and device.available
+
+    # ------------------------------------------------------------------ protocol callbacks
+
+    def on_config(self, device_id: str, config: DeviceConfig, previous: DeviceConfig | None) -> None:
+        """Register a new device, or update a known one in place."""
+        ir.async_delete_issue(self.hass, DOMAIN, f"unsupported_schema_{device_id}")
+        if self._owned_elsewhere(device_id):
+            return
+        device = self.devices.get(device_id)
+        if device is None:
+            device = self.devices[device_id] = DeviceData(config)
+            _LOGGER.debug("Discovered %s device %s (%s)", config.kind, device_id, config.name)
+        else:
+            device.config = config
+            _LOGGER.debug("Device %s announced a changed config", device_id)
+        self._update_registry(device)
+        self._reset_expiry(device)
+        if previous is not None:
+            device.notify()
+        async_dispatcher_send(self.hass, signal_new_device(self.entry.entry_id), device)
+
+    def _owned_elsewhere(self, device_id: str) -> bool:
+        """Whether another config entry (another base topic) already has this device id."""
+        registry = dr.async_get(self.hass)
+        existing = registry.async_get_device(identifiers={(DOMAIN, device_id)})
+        if existing is None or self.entry.entry_id in existing.config_entries:
+            return False
+        if device_id not in self._foreign:
+            self._foreign.add(device_id)
+            _LOGGER.warning(
+                "Ignoring device %s under %s: a device with that id already belongs to another thermo_bridge entry",
+                device_id,
+                self.base_topic,
+            )
+        return True
+
+    def _update_registry(self, device: DeviceData) -> None:
+        config = device.config
+        registry = dr.async_get(self.hass)
+        entry = registry.async_get_or_create(
+            config_entry_id=self.entry.entry_id,
+            identifiers={(DOMAIN, config.device_id)},
+            name=config.name,
+            manufacturer=config.manufacturer,
+            model=config.model,
+            sw_version=config.sw_version,
+            suggested_area=config.suggested_area,
+        )
+        device.ha_device_id = entry.id
+
+    def on_removed(self, device_id: str, previous: DeviceConfig) -> None:
+        """An empty retained config: remove the device and its entities."""
+        ir.async_delete_issue(self.hass, DOMAIN, f"unsupported_schema_{device_id}")
+        device = self.devices.pop(device_id, None)
+        if device is None:
+            return
+        self._drop_device_timers(device)
+        _LOGGER.info("Device %s (%s) was removed: its retained config was cleared", device_id, previous.name)
+        registry = dr.async_get(self.hass)
+        if device.ha_device_id is not None and registry.async_get(device.ha_device_id) is not None:
+            registry.async_remove_device(device.ha_device_id)
+
+    def on_state(self, device_id: str, update: StateUpdate) -> None:
+        """Merge a partial state report; it confirms pending values it matches."""
+        device = self.devices.get(device_id)
+        if device is None:
+            return
+        device.values.update(update.values)
+        device.last_seen = time.monotonic()
+        device.last_messages[MessageKind.STATE] = update
+        if device.pending:
+            self._confirm_from_state(device, update.values)
+        if device.expired:
+            device.expired = False
+            self._update_available(device)
+            device.notify()
+            return
+        device.notify(frozenset(update.values))
+
+    def _confirm_from_state(self, device: DeviceData, values: Mapping[str, StateValue]) -> None:
+        for command_id, pending in list(device.pending.items()):
+            for key in [k for k, v in pending.values.items() if k in values and _same(values[k], v)]:
+                del pending.values[key]
+            if not pending.values:
+                self._finish(device, command_id)
+        device.rebuild_overlay()
+
+    def on_availability(self, device_id: str, online: bool) -> None:
+        """The device's retained availability (its last will says offline)."""
+        device = self.devices.get(device_id)
+        if device is None:
+            return
+        device.online = online
+        if online:
+            device.last_seen = time.monotonic()
+            device.expired = False
+        self._update_available(device)
+        device.notify()
+
+    def _update_available(self, device: DeviceData) -> None:
+        available = device.online is not False and not device.expired
+        if available == device.available:
+            return
+        device.available = available
+        if available:
+            _LOGGER.info("Device %s (%s) is available again", device.device_id, device.config.name)
+        else:
+            why = "it reported offline" if device.online is False else "no data within expire_after"
+            _LOGGER.info("Device %s (%s) is unavailable: %s", device.device_id, device.config.name, why)
+
+    def _reset_expiry(self, device: DeviceData) -> None:
+        """(Re)arm the expire_after check; it re-arms itself for as long as data keeps coming."""
+        if device.cancel_expire is not None:
+            device.cancel_expire()
+            device.cancel_expire = None
+        expire_after = device.config.expire_after
+        if expire_after is None:
+            if device.expired:
+                device.expired = False
+                self._update_available(device)
+            return
+        if device.last_seen is None:
+            device.last_seen = time.monotonic()
+
+        @callback
+        def check(_now: datetime) -> None:
+            device.cancel_expire = None
+            remaining = (device.last_seen or 0.0) + expire_after - time.monotonic()
+            if remaining > 0:
+                device.cancel_expire = async_call_later(self.hass, remaining, check)
+                return
+            device.expired = True
+            self._update_available(device)
+            device.notify()
+            # Check again later: only state data clears the flag, but keep one timer alive.
+
+        device.cancel_expire = async_call_later(self.hass, expire_after, check)
+
+    def on_ack(self, device_id: str, ack: Ack) -> None:
+        """The device answered one of our commands (acks of other senders are ignored)."""
+        device = self.devices.get(device_id)
+        if device is not None:
+            device.last_messages[MessageKind.ACK] = ack
+        if device is None or (pending := device.pending.get(ack.command_id)) is None:
+            _LOGGER.debug("Ack %s from %s is for a command this entry did not send", ack.command_id, device_id)
+            return
+        if ack.status is AckStatus.OK:
+            device.values.update(pending.values)
+            changed = frozenset(pending.values)
+            self._finish(device, ack.command_id)
+            device.rebuild_overlay()
+            device.notify(changed)
+            return
+        changed = frozenset(pending.values) | frozenset(pending.command.values)
+        error = HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="command_rejected",
+            translation_placeholders={"device": device.config.name, "reason": ack.reason or ""},
+        )
+        self._finish(device, ack.command_id, error)
+        device.rebuild_overlay()
+        device.notify(changed)
+
+    def _finish(self, device: DeviceData, command_id: str, error: HomeAssistantError | None = None) -> None:
+        pending = device.pending.pop(command_id)
+        pending.cancel_timers()
+        if pending.waiter.done():
+            if error is not None:
+                _LOGGER.warning("%s refused a command after the service call returned: %s", device.device_id, error)
+            return
+        if error is None:
+            pending.waiter.set_result(None)
+        else:
+            pending.waiter.set_exception(error)
+
+    def on_event(self, device_id: str, event: DeviceEvent) -> None:
+        """Fire ``thermo_bridge_event`` and feed the device's event entity."""
+        device = self.devices.get(device_id)
+        if device is None:
+            return
+        device.last_messages[MessageKind.EVENT] = event
+        self.hass.bus.async_fire(
+            EVENT_THERMO_BRIDGE,
+            {
+                "device_id": device.ha_device_id,
+                "bridge_device_id": device_id,
+                "name": device.config.name,
+                "event_type": event.event_type,
+                "data": dict(event.data),
+            },
+        )
+        for listener in list(device.event_listeners):
+            listener(event)
+
+    def on_rejected(
+        self, device_id: str | None, kind: MessageKind | None, error: ProtocolError, topic: str, payload: bytes
+    ) -> None:
+        """Count and log (once per device and kind) a message the protocol refused."""
+        self.rejected_total += 1
+        self.rejected_by_reason[error.reason] += 1
+        device = self.devices.get(device_id) if device_id is not None else None
+        if device is not None:
+            device.rejected[error.reason] += 1
+            if kind is not None:
+                device.last_messages[f"rejected_{kind}"] = _snippet(payload)
+        else:
+            self.rejected_unknown[device_id or topic[:120]] += 1
+        key = (device_id, str(kind) if kind is not None else topic[:120])
+        if key not in self._logged_rejections:
+            self._logged_rejections.add(key)
+            _LOGGER.warning(
+                "Ignoring a %s message from %s on %s (%s): %s; further ones are counted in diagnostics",
+                kind or "malformed",
+                device_id or "an unknown device",
+                topic[:120],
+                error.reason,
+                error,
+            )
+        if error.reason is Reason.UNSUPPORTED_SCHEMA and device_id is not None:
+            self._raise_schema_issue(device_id, payload)
+
+    def _raise_schema_issue(self, device_id: str, payload: bytes) -> None:
+        try:
+            schema = str(decode_object(payload).get("schema"))
+        except ProtocolError:  # pragma: no cover - the router only reports this reason for parsed JSON
+            schema = "?"
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            f"unsupported_schema_{device_id}",
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key="unsupported_schema",
+            translation_placeholders={
+                "device_id": device_id,
+                "schema": schema,
+                "supported": str(SCHEMA_VERSION),
+                "base_topic": self.base_topic,
+            },
+        )
+
+    # ------------------------------------------------------------------ commands
+
+    async def async_send_command(self, device: DeviceData, values: Mapping[str, Any]) -> None:
+        """Validate, publish, show the requested values, and wait (bounded) for the ack.
+
+        Validation errors raise ``ServiceValidationError`` before anything is sent. The call
+        returns on an ok ack or confirming state, raises on an error ack, and otherwise
+        returns after at most ``SERVICE_ACK_WAIT`` seconds (or the command timeout if it is
+        shorter) while the requested values stay shown until the command timeout.
+        """
+        try:
+            command = self.router.build_command(device.device_id, values)
+        except ProtocolError as err:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key=_COMMAND_ERROR_KEYS.get(err.reason, "invalid_command"),
+                translation_placeholders={"device": device.config.name, "field": err.path, "error": err.message},
+            ) from err
+        if not self.is_available(device):
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="device_unavailable",
+                translation_placeholders={"device": device.config.name},
+            )
+        pending = PendingCommand(command, dict(command.values), self.hass.loop.create_future())
+        device.pending[command.command_id] = pending
+        device.rebuild_overlay()
+        changed = frozenset(command.values)
+        try:
+            await self.router.async_send_command(device.device_id, command)
+        except HomeAssistantError as err:
+            device.pending.pop(command.command_id, None)
+            device.rebuild_overlay()
+            device.notify(changed)
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="publish_failed",
+                translation_placeholders={"device": device.config.name, "error": str(err)},
+            ) from err
+        timeout = self.command_timeout
+        pending.cancel_timeout = async_call_later(
+            self.hass, timeout, lambda _now: self._command_timed_out(device, command.command_id)
+        )
+        device.notify(changed)
+        if self.optimistic:
+            pending.waiter.set_result(None)
+            return
+
+        @callback
+        def stop_waiting(_now: datetime) -> None:
+            pending.cancel_wait = None
+            if not pending.waiter.done():
+                pending.waiter.set_result(None)
+
+        pending.cancel_wait = async_call_later(self.hass, min(SERVICE_ACK_WAIT, timeout), stop_waiting)
+        await pending.waiter
+
+    @callback
+    def _command_timed_out(self, device: DeviceData, command_id: str) -> None:
+        pending = device.pending.get(command_id)
+        if pending is None or self.devices.get(device.device_id) is not device:
+            return
+        pending.cancel_timeout = None
+        changed = frozenset(pending.values)
+        if self.optimistic:
+            device.values.update(pending.values)
+        else:
+            _LOGGER.warning(
+                "Device %s did not confirm %s within %s s; showing its reported state again",
+                device.device_id,
+                pending.command.values,
+                self.command_timeout,
+            )
+        self._finish(device, command_id)
+        device.rebuild_overlay()
+        device.notify(changed)
+
+    # ------------------------------------------------------------------ removal
+
+    async def async_remove_device(self, device_id: str) -> None:
+        """Clear the device's retained config so it is not rediscovered."""
+        await self.router.async_clear_config(device_id)

@@ -1,0 +1,175 @@
+"""Config flow: one entry per base topic, from the user, MQTT discovery or the add-on's zeroconf."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import probatio as vol
+else:
+    try:  # HA >= 2026.x validates with probatio (voluptuous' successor, same API)
+        import probatio as vol
+    except ImportError:  # pragma: no cover - older HA
+        import voluptuous as vol
+from homeassistant.components.mqtt import valid_subscribe_topic
+from homeassistant.config_entries import ConfigEntry, ConfigFlow, ConfigFlowResult, OptionsFlow
+from homeassistant.core import callback
+from homeassistant.helpers import selector
+from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
+from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
+
+from .const import (
+    CONF_BASE_TOPIC,
+    CONF_COMMAND_TIMEOUT,
+    CONF_OPTIMISTIC,
+    DEFAULT_COMMAND_TIMEOUT,
+    DOMAIN,
+    MAX_COMMAND_TIMEOUT,
+    MIN_COMMAND_TIMEOUT,
+)
+from .protocol import DEFAULT_BASE_TOPIC, MessageKind, ProtocolError, validate_base_topic, wildcard_topic
+
+MQTT_DOMAIN = "mqtt"
+
+
+def _validated_base_topic(value: str) -> str | None:
+    """The normalised base topic, or None when it is not a usable MQTT topic prefix."""
+    try:
+        base = validate_base_topic(value)
+        valid_subscribe_topic(wildcard_topic(base, MessageKind.CONFIG))
+    except (ProtocolError, vol.Invalid):
+        return None
+    return base
+
+
+def _title(base_topic: str) -> str:
+    return "Thermo Bridge" if base_topic == DEFAULT_BASE_TOPIC else f"Thermo Bridge ({base_topic})"
+
+
+class ThermoBridgeConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Set up a base topic."""
+
+    VERSION = 1
+
+    def __init__(self) -> None:
+        self._base_topic = DEFAULT_BASE_TOPIC
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> ThermoBridgeOptionsFlow:
+        """The options flow."""
+        return ThermoBridgeOptionsFlow()
+
+    def _mqtt_missing(self) -> bool:
+        return not self.hass.config_entries.async_entries(MQTT_DOMAIN)
+
+    def _schema(self, default: str) -> vol.Schema:
+        return vol.Schema({vol.Required(CONF_BASE_TOPIC, default=default): selector.TextSelector()})
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the base topic."""
+        if self._mqtt_missing():
+            return self.async_abort(reason="mqtt_not_configured")
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            base = _validated_base_topic(user_input[CONF_BASE_TOPIC])
+            if base is None:
+                errors[CONF_BASE_TOPIC] = "invalid_topic"
+            else:
+                await self.async_set_unique_id(base)
+                self._abort_if_unique_id_configured()
+                return self.async_create_entry(title=_title(base), data={CONF_BASE_TOPIC: base})
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self._schema(user_input[CONF_BASE_TOPIC] if user_input else DEFAULT_BASE_TOPIC),
+            errors=errors,
+        )
+
+    async def async_step_mqtt(self, discovery_info: MqttServiceInfo) -> ConfigFlowResult:
+        """A device announced itself under the default base topic (the manifest's mqtt filter)."""
+        suffix = "/+/" + MessageKind.CONFIG.value
+        if not discovery_info.payload or not discovery_info.subscribed_topic.endswith(suffix):
+            return self.async_abort(reason="invalid_discovery_info")
+        base = _validated_base_topic(discovery_info.subscribed_topic.removesuffix(suffix))
+        if base is None:
+            return self.async_abort(reason="invalid_discovery_info")
+        return await self._async_discovered(base)
+
+    async def async_step_zeroconf(self, discovery_info: ZeroconfServiceInfo) -> ConfigFlowResult:
+        """The thermo_bridge add-on advertised the base topic it serves."""
+        raw = discovery_info.properties.get(CONF_BASE_TOPIC)
+        base = _validated_base_topic(raw) if isinstance(raw, str) else None
+        if base is None:
+            return self.async_abort(reason="invalid_discovery_info")
+        return await self._async_discovered(base)
+
+    async def _async_discovered(self, base: str) -> ConfigFlowResult:
+        await self.async_set_unique_id(base)
+        self._abort_if_unique_id_configured()
+        if self._mqtt_missing():
+            return self.async_abort(reason="mqtt_not_configured")
+        self._base_topic = base
+        self.context["title_placeholders"] = {CONF_BASE_TOPIC: base}
+        return await self.async_step_discovery_confirm()
+
+    async def async_step_discovery_confirm(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Confirm a discovered base topic."""
+        if user_input is not None:
+            return self.async_create_entry(title=_title(self._base_topic), data={CONF_BASE_TOPIC: self._base_topic})
+        self._set_confirm_only()
+        return self.async_show_form(
+            step_id="discovery_confirm", description_placeholders={CONF_BASE_TOPIC: self._base_topic}
+        )
+
+    async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Change the base topic of an existing entry."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            base = _validated_base_topic(user_input[CONF_BASE_TOPIC])
+            if base is None:
+                errors[CONF_BASE_TOPIC] = "invalid_topic"
+            else:
+                await self.async_set_unique_id(base)
+                if base != entry.unique_id:
+                    self._abort_if_unique_id_configured()
+                return self.async_update_reload_and_abort(
+                    entry, unique_id=base, title=_title(base), data_updates={CONF_BASE_TOPIC: base}
+                )
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self._schema(user_input[CONF_BASE_TOPIC] if user_input else entry.data[CONF_BASE_TOPIC]),
+            errors=errors,
+        )
+
+
+class ThermoBridgeOptionsFlow(OptionsFlow):
+    """How commands are shown while the device has not confirmed them."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Command timeout and optimistic mode; read live, no reload needed."""
+        if user_input is not None:
+            return self.async_create_entry(
+                data={
+                    CONF_COMMAND_TIMEOUT: int(user_input[CONF_COMMAND_TIMEOUT]),
+                    CONF_OPTIMISTIC: user_input[CONF_OPTIMISTIC],
+                }
+            )
+        options = self.config_entry.options
+        schema = vol.Schema(
+            {
+                vol.Required(
+                    CONF_COMMAND_TIMEOUT, default=options.get(CONF_COMMAND_TIMEOUT, DEFAULT_COMMAND_TIMEOUT)
+                ): selector.NumberSelector(
+                    selector.NumberSelectorConfig(
+                        min=MIN_COMMAND_TIMEOUT,
+                        max=MAX_COMMAND_TIMEOUT,
+                        step=1,
+                        unit_of_measurement="s",
+                        mode=selector.NumberSelectorMode.BOX,
+                    )
+                ),
+                vol.Required(CONF_OPTIMISTIC, default=options.get(CONF_OPTIMISTIC, False)): selector.BooleanSelector(),
+            }
+        )
+        return self.async_show_form(step_id="init", data_schema=schema)

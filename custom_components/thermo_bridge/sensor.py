@@ -1,0 +1,107 @@
+"""Sensor entities: one per numeric measurement a device declares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from homeassistant.components.sensor import (
+    SensorDeviceClass,
+    SensorEntity,
+    SensorEntityDescription,
+    SensorStateClass,
+)
+from homeassistant.const import EntityCategory
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddEntitiesCallback
+
+from .bridge import Bridge, DeviceData, ThermoBridgeConfigEntry
+from .entity import ThermoBridgeEntity, async_setup_platform_entities
+from .protocol import DeviceConfig, ValueType
+
+PARALLEL_UPDATES = 0
+
+SENSORS: dict[str, SensorEntityDescription] = {
+    description.key: description
+    for description in (
+        SensorEntityDescription(
+            key="temperature", device_class=SensorDeviceClass.TEMPERATURE, state_class=SensorStateClass.MEASUREMENT
+        ),
+        SensorEntityDescription(
+            key="humidity", device_class=SensorDeviceClass.HUMIDITY, state_class=SensorStateClass.MEASUREMENT
+        ),
+        SensorEntityDescription(
+            key="battery",
+            device_class=SensorDeviceClass.BATTERY,
+            state_class=SensorStateClass.MEASUREMENT,
+            entity_category=EntityCategory.DIAGNOSTIC,
+        ),
+        SensorEntityDescription(
+            key="battery_voltage",
+            translation_key="battery_voltage",
+            device_class=SensorDeviceClass.VOLTAGE,
+            state_class=SensorStateClass.MEASUREMENT,
+            entity_category=EntityCategory.DIAGNOSTIC,
+            entity_registry_enabled_default=False,
+        ),
+        SensorEntityDescription(
+            key="co2", device_class=SensorDeviceClass.CO2, state_class=SensorStateClass.MEASUREMENT
+        ),
+        SensorEntityDescription(
+            key="pressure", device_class=SensorDeviceClass.PRESSURE, state_class=SensorStateClass.MEASUREMENT
+        ),
+        SensorEntityDescription(
+            key="illuminance", device_class=SensorDeviceClass.ILLUMINANCE, state_class=SensorStateClass.MEASUREMENT
+        ),
+        SensorEntityDescription(
+            key="pm25", device_class=SensorDeviceClass.PM25, state_class=SensorStateClass.MEASUREMENT
+        ),
+        SensorEntityDescription(
+            key="signal",
+            device_class=SensorDeviceClass.SIGNAL_STRENGTH,
+            state_class=SensorStateClass.MEASUREMENT,
+            entity_category=EntityCategory.DIAGNOSTIC,
+            entity_registry_enabled_default=False,
+        ),
+    )
+}
+
+
+async def async_setup_entry(
+    hass: HomeAssistant, entry: ThermoBridgeConfigEntry, async_add_entities: AddEntitiesCallback
+) -> None:
+    """Add a sensor for every numeric measurement, now and as devices are discovered."""
+
+    def factory(bridge: Bridge, device: DeviceData) -> Iterator[ThermoBridgeSensor]:
+        for measurement in device.config.measurements:
+            if ThermoBridgeSensor.supported(device.config, measurement.key):
+                yield ThermoBridgeSensor(bridge, device, measurement.key)
+
+    await async_setup_platform_entities(hass, entry, async_add_entities, factory)
+
+
+class ThermoBridgeSensor(ThermoBridgeEntity, SensorEntity):
+    """A numeric measurement; ``unknown`` until the device reports it."""
+
+    def __init__(self, bridge: Bridge, device: DeviceData, key: str) -> None:
+        self.entity_description = SENSORS[key]
+        self._listen_keys = frozenset({key})
+        super().__init__(bridge, device, key)
+
+    @staticmethod
+    def supported(config: DeviceConfig, key: str) -> bool:
+        """A declared numeric measurement the platform knows."""
+        measurement = config.measurement(key)
+        return measurement is not None and measurement.type.value_type is ValueType.NUMBER and key in SENSORS
+
+    def _update_from_config(self, config: DeviceConfig) -> None:
+        measurement = config.measurement(self._key)
+        if measurement is None:  # pragma: no cover - the entity is removed before this runs
+            return
+        self._attr_native_unit_of_measurement = measurement.unit
+        self._attr_suggested_display_precision = measurement.precision
+
+    @property
+    def native_value(self) -> float | None:
+        """The last reported value."""
+        value = self._device.values.get(self._key)
+        return value if isinstance(value, float) else None
