@@ -1,0 +1,77 @@
+"""The add-on manifest (config.yaml) and the repository layout the Supervisor relies on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from thermo_bridge_server.config import OPTIONS_BY_NAME, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _manifest() -> dict[str, object]:
+    data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_manifest_has_the_keys_the_supervisor_requires() -> None:
+    manifest = _manifest()
+    for key in ("name", "version", "slug", "description", "arch"):
+        assert manifest.get(key), key
+    assert manifest["services"] == ["mqtt:need"]
+    assert "8099/tcp" in manifest["ports"]  # type: ignore[operator]
+
+
+def test_every_manifest_option_is_a_server_option() -> None:
+    manifest = _manifest()
+    schema = manifest["schema"]
+    options = manifest["options"]
+    assert isinstance(schema, dict)
+    assert isinstance(options, dict)
+    unknown = sorted(set(schema) - set(OPTIONS_BY_NAME))
+    assert not unknown, f"config.yaml schema names options the server does not have: {unknown}"
+    assert set(options) <= set(schema), "every default in options needs a schema entry"
+    secrets = {name for name, option in OPTIONS_BY_NAME.items() if option.secret}
+    for name in secrets & set(schema):
+        assert schema[name].startswith("password"), f"{name} must use the Supervisor's password type"
+
+
+def test_manifest_defaults_are_a_valid_server_configuration(tmp_path: Path) -> None:
+    """The options a fresh add-on install writes to options.json start the server's config."""
+    options = dict(_manifest()["options"])  # type: ignore[call-overload]
+    options["auth0_domain"] = "tenant.eu.auth0.com"
+    options["auth0_audience"] = "https://api.example.com"
+    options_file = tmp_path / "options.json"
+    options_file.write_text(json.dumps(options))
+    config = load_config(["--options-file", str(options_file)], env={})
+    assert config.mqtt.base_topic == options["base_topic"]
+    assert config.retention_days == options["retention_days"]
+    assert config.auth is not None
+    assert config.auth.issuer == "https://tenant.eu.auth0.com/"
+
+
+def test_no_other_addon_manifest_in_the_tree() -> None:
+    """The Supervisor takes every config.yaml/config.json in the repository for an add-on."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    manifests = [p for p in tracked if Path(p).name in {"config.yaml", "config.json", "config.yml"}]
+    assert manifests == ["config.yaml"]
+
+
+def test_dockerfile_copies_both_packages_pyproject_declares() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY addon/thermo_bridge_server ./addon/thermo_bridge_server" in dockerfile
+    assert "COPY custom_components/thermo_bridge/protocol ./addon/thermo_bridge_protocol" in dockerfile
+    assert (ROOT / "addon" / "thermo_bridge_protocol").resolve() == (
+        ROOT / "custom_components" / "thermo_bridge" / "protocol"
+    ).resolve()
