@@ -1,7 +1,7 @@
 """Parsing and encoding of every message kind.
 
 Parsers take the raw MQTT payload (bytes) and return a model or raise ``ProtocolError``;
-they never raise anything else, whatever the input (tests/test_protocol_contract.py runs
+they never raise anything else, whatever the input (tests/protocol/test_contract.py runs
 hostile fixtures through them). State, command and event payloads are checked against
 the device's own config, so a value a device cannot have never reaches a consumer.
 The state parser is on the hot path of both consumers: it is written out by hand.
@@ -50,6 +50,8 @@ MIN_TS = 946_684_800.0  # 2000-01-01
 MAX_TS = 4_102_444_800.0  # 2100-01-01
 MAX_SEQ = 2**63 - 1
 MAX_TEXT = 128
+MAX_DEPTH = 8
+"""Deepest nesting of objects/arrays accepted; the deepest valid message (a config) uses 3."""
 
 
 # --------------------------------------------------------------------------- decoding
@@ -65,7 +67,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise ProtocolError(Reason.INVALID_VALUE, f"key {key[:40]!r} appears twice")
+                raise ProtocolError(Reason.DUPLICATE_KEY, f"key {key[:40]!r} appears twice")
             seen.add(key)
     return out
 
@@ -90,7 +92,23 @@ def decode_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[st
         raise ProtocolError(Reason.OUT_OF_RANGE, f"payload has a number that is too large: {err}") from None
     if not isinstance(data, dict):
         raise ProtocolError(Reason.NOT_OBJECT, f"payload must be a JSON object, not {_type_name(data)}")
+    # Only payloads with more containers than MAX_DEPTH can be too deep: one cheap count keeps
+    # the walk off the hot path (a state report has a single object).
+    if payload.count(b"{") + payload.count(b"[") > MAX_DEPTH and _too_deep(data):
+        raise ProtocolError(Reason.TOO_DEEP, f"payload is nested deeper than {MAX_DEPTH} levels")
     return data
+
+
+def _too_deep(data: dict[str, Any]) -> bool:
+    """Whether containers nest deeper than MAX_DEPTH (iterative: the input may be thousands deep)."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))  # type: ignore[attr-defined]
+    return False
 
 
 def _type_name(value: object) -> str:
@@ -302,8 +320,12 @@ def _parse_thermostat(value: object) -> ThermostatCapabilities:
     data = _object(value, "thermostat")
     _check_keys(data, _THERMOSTAT_KEYS, "thermostat.")
     modes_value = data.get("hvac_modes")
-    if not isinstance(modes_value, list) or not modes_value:
-        _fail(Reason.MISSING_KEY, "thermostat.hvac_modes", "must be a non-empty array")
+    if modes_value is None:
+        _fail(Reason.MISSING_KEY, "thermostat.hvac_modes", "is required")
+    if not isinstance(modes_value, list):
+        _fail(Reason.WRONG_TYPE, "thermostat.hvac_modes", f"must be an array, not {_type_name(modes_value)}")
+    if not modes_value:
+        _fail(Reason.INVALID_VALUE, "thermostat.hvac_modes", "must not be empty")
     try:
         hvac_modes = tuple(HvacMode(mode) for mode in modes_value)
     except (ValueError, TypeError):
@@ -351,7 +373,7 @@ def _parse_thermostat(value: object) -> ThermostatCapabilities:
 
 def encode_config(config: DeviceConfig) -> bytes:
     """The retained config payload a device publishes."""
-    return json.dumps(config.as_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(config.as_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 # --------------------------------------------------------------------------- state
@@ -416,7 +438,8 @@ def parse_state(payload: bytes, config: DeviceConfig) -> StateUpdate:
         if is_thermostat and key in THERMOSTAT_NUMBER_STATE:
             if _thermostat_number_bounds(config, key) is None:
                 _fail(Reason.NOT_SUPPORTED, key, "the device's config does not declare this setpoint")
-            values[key] = None if value is None else _number(value, key, -1000, 1000)
+            plausible = (0.0, 100.0) if key == "target_humidity" else (-1000.0, 1000.0)
+            values[key] = None if value is None else _number(value, key, *plausible)
             continue
         if is_thermostat and key in THERMOSTAT_ENUM_STATE:
             if value is not None:
@@ -440,7 +463,7 @@ def encode_state(values: Mapping[str, StateValue], *, ts: float | None = None, s
         data["ts"] = ts
     if seq is not None:
         data["seq"] = seq
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 # --------------------------------------------------------------------------- availability
@@ -503,14 +526,16 @@ def parse_command(payload: bytes, config: DeviceConfig) -> Command:
     command_id = data.pop("id", None)
     if command_id is None:
         _fail(Reason.MISSING_KEY, "id", "is required")
-    if not isinstance(command_id, str) or not COMMAND_ID_RE.fullmatch(command_id):
+    if not isinstance(command_id, str):
+        _fail(Reason.WRONG_TYPE, "id", f"must be a string, not {_type_name(command_id)}")
+    if not COMMAND_ID_RE.fullmatch(command_id):
         _fail(Reason.INVALID_VALUE, "id", "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
     return Command(command_id, validate_command(data, config))
 
 
 def encode_command(command: Command) -> bytes:
     """The ``set`` payload."""
-    return json.dumps(command.as_dict(), separators=(",", ":")).encode()
+    return json.dumps(command.as_dict(), separators=(",", ":"), allow_nan=False).encode()
 
 
 # --------------------------------------------------------------------------- acks
@@ -523,10 +548,19 @@ def parse_ack(payload: bytes) -> Ack:
     data = decode_object(payload)
     _check_keys(data, _ACK_KEYS)
     command_id = data.get("id")
-    if not isinstance(command_id, str) or not COMMAND_ID_RE.fullmatch(command_id):
+    if command_id is None:
+        _fail(Reason.MISSING_KEY, "id", "is required (the id of the command this answers)")
+    if not isinstance(command_id, str):
+        _fail(Reason.WRONG_TYPE, "id", f"must be a string, not {_type_name(command_id)}")
+    if not COMMAND_ID_RE.fullmatch(command_id):
         _fail(Reason.INVALID_VALUE, "id", "must be the command's id (1-64 characters of A-Z, a-z, 0-9, '_', '-')")
+    status_value = data.get("status")
+    if status_value is None:
+        _fail(Reason.MISSING_KEY, "status", "is required")
+    if not isinstance(status_value, str):
+        _fail(Reason.WRONG_TYPE, "status", f"must be a string, not {_type_name(status_value)}")
     try:
-        status = AckStatus(str(data.get("status")))
+        status = AckStatus(status_value)
     except ValueError:
         _fail(Reason.INVALID_VALUE, "status", "must be 'ok' or 'error'")
     reason = data.get("reason")
@@ -544,7 +578,7 @@ def encode_ack(ack: Ack) -> bytes:
         data["reason"] = ack.reason
     if ack.ts is not None:
         data["ts"] = ack.ts
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 # --------------------------------------------------------------------------- events
@@ -556,7 +590,9 @@ def parse_event(payload: bytes, config: DeviceConfig) -> DeviceEvent:
     """Parse a momentary device event; its type must be one the config declares."""
     data = decode_object(payload)
     _check_keys(data, _EVENT_KEYS)
-    event_type = _name(data.get("event"), "event")
+    if data.get("event") is None:
+        _fail(Reason.MISSING_KEY, "event", "is required")
+    event_type = _name(data["event"], "event")
     if event_type not in config.events:
         _fail(Reason.NOT_SUPPORTED, "event", f"{event_type!r} is not among the device's events")
     extra = _object(data.get("data", {}), "data")
@@ -582,4 +618,4 @@ def encode_event(event: DeviceEvent) -> bytes:
     data: dict[str, Any] = {"event": event.event_type, "data": event.data}
     if event.ts is not None:
         data["ts"] = event.ts
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()

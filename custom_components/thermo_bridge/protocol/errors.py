@@ -29,12 +29,23 @@ class Reason(StrEnum):
     ID_MISMATCH = "id_mismatch"
     UNKNOWN_DEVICE = "unknown_device"
     NOT_SUPPORTED = "not_supported"
+    DUPLICATE_KEY = "duplicate_key"
+
+
+def _printable(text: str) -> str:
+    """Escape what could break a log line or a UTF-8 encoder (newlines, lone surrogates)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class ProtocolError(ValueError):
     """A message (or a value in it) that does not follow docs/protocol.md."""
 
     def __init__(self, reason: Reason, message: str, *, path: str = "") -> None:
+        # Paths and messages quote attacker-controlled keys and values: keep them printable
+        # and encodable, so logging or storing a rejection can never fail in turn.
+        path, message = _printable(path), _printable(message)
         self.reason = reason
         self.path = path
         self.message = message

@@ -168,6 +168,8 @@ class DeviceRouter:
         self._handler.on_state(device_id, parse_state(payload, self._config_of(device_id)))
 
     def _handle_availability(self, device_id: str, payload: bytes) -> None:
+        if not payload:  # the retained availability was cleared (device deleted): nothing to report
+            return
         self._handler.on_availability(device_id, parse_availability(payload))
 
     def _handle_ack(self, device_id: str, payload: bytes) -> None:
