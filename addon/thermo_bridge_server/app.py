@@ -101,7 +101,10 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         raise ValueError("auth settings are required unless dev_auth is enabled")
 
     store = store or create_store(
-        config.store_url, retention_days=config.retention_days, dead_letter_limit=config.dead_letter_limit
+        config.store_url,
+        retention_days=config.retention_days,
+        dead_letter_limit=config.dead_letter_limit,
+        default_home=config.default_home,
     )
     transport = MqttTransport(config.mqtt)
     ingest = Ingest(
@@ -200,8 +203,18 @@ async def _start(c: Components, started: set[str]) -> None:
     config = c.config
     await c.store.open()
     started.add("store")
-    await c.transport.connect()
     started.add("transport")
+    try:
+        # Wait a little for the broker; if it is not there yet the transport keeps trying in
+        # the background (capped backoff) and /health says 503 until it connects.
+        await c.transport.connect(wait_seconds=config.mqtt.connect_timeout)
+    except TimeoutError:
+        _LOGGER.warning(
+            "MQTT broker %s:%d not reachable yet (%s); serving anyway and retrying in the background",
+            config.mqtt.host,
+            config.mqtt.port,
+            c.transport.last_error,
+        )
     await c.ingest.start()
     started.add("ingest")
     if c.dev_issuer is None:
@@ -234,6 +247,7 @@ async def _stop(c: Components, started: set[str]) -> None:
     if "store" in started:
         await _step("close the store", c.store.close)
     if "transport" in started:
+        await _step("send the last acknowledgements", c.transport.flush_acks)
         await _step("disconnect from the broker", c.transport.disconnect)
     started.clear()
     await _step("close the HTTP client session", c.session.close)

@@ -1,0 +1,302 @@
+"""A whole server on loopback for the API tests: private mosquitto, SQLite file, JWKS server, simulator.
+
+Everything is real: the app is built by ``create_app`` from a ``ServerConfig`` that
+``load_config`` validated, served by aiohttp on a free port, and called over HTTP with
+RSA-signed tokens from ``tests/server/jwks.py``. Every JSON answer of a documented route
+is checked against the OpenAPI document's schema for that status (``ApiClient.call``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from tests.broker import Mosquitto
+from tests.server.jwks import JwksServer
+from thermo_bridge_server.app import COMPONENTS, Components, create_app
+from thermo_bridge_server.config import ServerConfig, load_config
+from thermo_bridge_server.openapi import build_document
+from thermo_bridge_server.simulator import Simulator
+
+ADMIN = ("read:devices", "write:devices", "admin")
+RW = ("read:devices", "write:devices")
+
+
+def make_config(broker: Mosquitto, db: Path, jwks: JwksServer, **env: str) -> ServerConfig:
+    """A validated config for this broker, database and token issuer (zeroconf off)."""
+    values = {
+        "THERMO_BRIDGE_MQTT_HOST": broker.host,
+        "THERMO_BRIDGE_MQTT_PORT": str(broker.port),
+        "THERMO_BRIDGE_MQTT_CLIENT_ID": f"tb_test_{broker.port}",
+        "THERMO_BRIDGE_STORE_URL": f"sqlite:///{db}",
+        "THERMO_BRIDGE_AUTH0_DOMAIN": "thermo-bridge-test.eu.auth0.com",
+        "THERMO_BRIDGE_AUTH0_AUDIENCE": jwks.audience,
+        "THERMO_BRIDGE_ZEROCONF": "false",
+        "THERMO_BRIDGE_HTTP_PORT": "8099",
+        "THERMO_BRIDGE_OPTIONS_FILE": "",
+    }
+    values.update({f"THERMO_BRIDGE_{key.upper()}": value for key, value in env.items()})
+    config = load_config([], values)
+    # The test issuer is http://127.0.0.1:<port>/ (a real tenant is https://<domain>/).
+    return dataclasses.replace(config, auth=jwks.settings())
+
+
+class ApiClient:
+    """HTTP calls to the running server, with OpenAPI response validation."""
+
+    def __init__(self, base_url: str, jwks: JwksServer) -> None:
+        self.base_url = base_url
+        self.jwks = jwks
+        self.session = aiohttp.ClientSession()
+        self.document = build_document()
+        self._routes = [
+            (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), path) for path in self.document["paths"]
+        ]
+
+    def token(self, sub: str, permissions: Iterable[str] = RW, homes: Iterable[str] | None = None) -> str:
+        """A real RS256 access token for ``sub``."""
+        return self.jwks.make_token(sub, tuple(permissions), homes=homes)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        json_body: Any = None,
+        data: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        validate: bool = True,
+    ) -> Response:
+        """One request; the JSON body is checked against the documented schema of its status."""
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        async with self.session.request(
+            method, self.base_url + path, json=json_body, data=data, headers=all_headers, params=params
+        ) as resp:
+            raw = await resp.read()
+            response = Response(resp.status, resp.headers.copy(), raw)
+        if validate:
+            self.check_documented(method, path, response)
+        return response
+
+    def check_documented(self, method: str, path: str, response: Response) -> None:
+        """Validate a JSON response against the OpenAPI operation's schema for its status."""
+        template = next((tpl for regex, tpl in self._routes if regex.match(path)), None)
+        if template is None:
+            return
+        operation = self.document["paths"][template].get(method.lower())
+        if operation is None:
+            return
+        ctype = response.headers.get("Content-Type", "")
+        if not ctype.startswith("application/json"):
+            return
+        spec = operation["responses"].get(str(response.status))
+        assert spec is not None, f"{method} {template} answered {response.status}, which is not documented"
+        spec = resolve(self.document, spec)
+        schema = spec["content"]["application/json"]["schema"]
+        errors = validate_schema(response.json(), schema, self.document)
+        assert not errors, f"{method} {path} {response.status} does not match its documented schema: {errors}"
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+@dataclasses.dataclass
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    @property
+    def error(self) -> dict[str, Any]:
+        """The error object, asserting the one documented shape."""
+        body = self.json()
+        assert set(body) == {"error"}, body
+        err = body["error"]
+        assert err["status"] == self.status
+        assert isinstance(err["code"], str)
+        assert err["code"]
+        assert isinstance(err["message"], str)
+        assert err["message"]
+        return err
+
+
+class ServerStack:
+    """Broker + JWKS + server + simulator; ``start``/``stop`` from async fixtures."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        thermostats: int = 2,
+        sensors: int = 1,
+        prefix: str = "t",
+        env: Mapping[str, str] | None = None,
+        extra_routes: Iterable[web.RouteDef] = (),
+        simulate: bool = True,
+    ) -> None:
+        self.workdir = workdir
+        self.broker = Mosquitto(workdir / "mosquitto", websockets=False)
+        self.jwks = JwksServer()
+        self.sim_args = {"thermostats": thermostats, "sensors": sensors, "id_prefix": prefix}
+        self.env = dict(env or {})
+        self.extra_routes = list(extra_routes)
+        self.simulate = simulate
+        self.simulator: Simulator | None = None
+        self.runner: web.AppRunner | None = None
+        self.app: web.Application | None = None
+        self.client: ApiClient | None = None
+        self.config: ServerConfig | None = None
+
+    @property
+    def components(self) -> Components:
+        assert self.app is not None
+        return self.app[COMPONENTS]
+
+    @property
+    def sim(self) -> Simulator:
+        assert self.simulator is not None
+        return self.simulator
+
+    @property
+    def api(self) -> ApiClient:
+        assert self.client is not None
+        return self.client
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.broker.start)
+        await self.jwks.start()
+        self.config = make_config(self.broker, self.workdir / "store.db", self.jwks, **self.env)
+        self.app = await create_app(self.config)
+        self.app.router.add_routes(self.extra_routes)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner = self.runner
+        self.components.metrics.open_connections = lambda: len(runner.server.connections) if runner.server else 0
+        self.client = ApiClient(f"http://127.0.0.1:{port}", self.jwks)
+        if self.simulate:
+            self.simulator = Simulator(self.broker.host, self.broker.port, seed=7, **self.sim_args)  # type: ignore[arg-type]
+            await asyncio.to_thread(self.simulator.start)
+            wanted = set(self.simulator.devices)
+            await wait_for(lambda: self._known(wanted), what=f"devices {sorted(wanted)} in the store")
+
+    async def _known(self, wanted: set[str]) -> bool:
+        devices = await self.components.store.list_devices()
+        states = [await self.components.store.get_state(d) for d in wanted]
+        return wanted <= {d.device_id for d in devices} and all(s is not None for s in states)
+
+    async def stop(self) -> None:
+        if self.simulator is not None:
+            await asyncio.to_thread(self.simulator.stop)
+        if self.client is not None:
+            await self.client.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.jwks.stop()
+        await asyncio.to_thread(self.broker.stop)
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], *, within: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll an async condition (no fixed sleeps in assertions)."""
+    deadline = time.monotonic() + within
+    while True:
+        if await condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- schema checks
+
+
+def resolve(document: Mapping[str, Any], node: Any) -> Any:
+    """Follow a local ``$ref``."""
+    while isinstance(node, Mapping) and "$ref" in node:
+        target: Any = document
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def validate_schema(instance: Any, schema: Any, document: Mapping[str, Any], path: str = "$") -> list[str]:
+    """The JSON Schema subset the document uses; with ``jsonschema`` installed, that is used instead."""
+    try:
+        import jsonschema  # type: ignore[import-untyped]  # noqa: PLC0415
+    except ImportError:
+        return _validate(instance, schema, document, path)
+    resolver_doc = dict(document)
+    validator = jsonschema.Draft202012Validator({**schema, "components": resolver_doc["components"]})
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
+
+
+def _validate(instance: Any, schema: Any, document: Mapping[str, Any], path: str) -> list[str]:
+    schema = resolve(document, schema)
+    errors: list[str] = []
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else types
+        if not any(_TYPES[name](instance) for name in names):
+            return [f"{path}: {instance!r:.60} is not of type {names}"]
+    if "enum" in schema and instance not in schema["enum"]:
+        errors.append(f"{path}: {instance!r} not in {schema['enum']}")
+    if isinstance(instance, str) and "pattern" in schema and not re.search(schema["pattern"], instance):
+        errors.append(f"{path}: {instance!r} does not match {schema['pattern']}")
+    if isinstance(instance, int | float) and not isinstance(instance, bool):
+        if "minimum" in schema and instance < schema["minimum"]:
+            errors.append(f"{path}: below minimum")
+        if "maximum" in schema and instance > schema["maximum"]:
+            errors.append(f"{path}: above maximum")
+    if isinstance(instance, dict):
+        for key in schema.get("required", ()):
+            if key not in instance:
+                errors.append(f"{path}: missing required {key!r}")
+        props = schema.get("properties", {})
+        additional = schema.get("additionalProperties", True)
+        for key, value in instance.items():
+            if key in props:
+                errors += _validate(value, props[key], document, f"{path}.{key}")
+            elif additional is False:
+                errors.append(f"{path}: unexpected property {key!r}")
+            elif isinstance(additional, dict):
+                errors += _validate(value, additional, document, f"{path}.{key}")
+    if isinstance(instance, list) and "items" in schema:
+        for index, item in enumerate(instance):
+            errors += _validate(item, schema["items"], document, f"{path}[{index}]")
+    return errors
