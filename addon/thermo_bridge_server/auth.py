@@ -26,7 +26,6 @@ Tokens are never logged.
 from __future__ import annotations
 
 import asyncio
-import binascii
 import ipaddress
 import json
 import logging
@@ -58,6 +57,8 @@ _ALG_NAME = re.compile(r"[A-Za-z0-9]{1,10}")
 _DESCRIPTION_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 _RSA_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _MIN_RSA_BITS: Final = 2048
+# OpenID Connect scopes Auth0 puts in ``scope`` next to API permissions; they grant nothing here.
+_OIDC_SCOPES: Final = frozenset({"openid", "profile", "email", "address", "phone", "offline_access"})
 _MAX_JWKS_BYTES: Final = 512 * 1024
 _JWKS_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
 
@@ -226,7 +227,7 @@ def parse_jwks(document: object, algorithms: Iterable[str]) -> dict[str, Signing
         data = {k: raw[k] for k in ("kty", "n", "e") if k in raw}
         try:
             public = jwt.PyJWK(data, algorithm="RS256").key
-        except (jwt.PyJWKError, ValueError, TypeError, binascii.Error) as err:
+        except (jwt.PyJWTError, ValueError, TypeError) as err:  # bad base64, n too small, ...
             _LOGGER.warning("Ignoring unusable JWKS key %s: %s", kid, err)
             continue
         if not isinstance(public, RSAPublicKey) or public.key_size < _MIN_RSA_BITS:
@@ -374,7 +375,7 @@ class Authenticator:
         if raw_scope is not None:
             if not isinstance(raw_scope, str):
                 raise _RejectedError(f"claim {settings.scope_claim} must be a space-separated string")
-            permissions.update(raw_scope.split())
+            permissions.update(scope for scope in raw_scope.split() if scope not in _OIDC_SCOPES)
         raw_homes = claims.get(settings.homes_claim)
         homes: frozenset[str] = frozenset()
         if raw_homes is not None:
@@ -451,7 +452,7 @@ class Authenticator:
                 if len(body) > _MAX_JWKS_BYTES:
                     raise ValueError("document too large")
             keys = parse_jwks(json.loads(body), self.settings.algorithms)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, jwt.PyJWTError) as err:
             self.stats.jwks_fetch_failures += 1
             self._failed_at = self._clock()
             _LOGGER.warning("Fetching the JWKS from %s failed: %s", self._url, err or type(err).__name__)

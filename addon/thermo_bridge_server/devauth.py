@@ -43,6 +43,7 @@ DEFAULT_DEV_AUDIENCE: Final = "https://thermo-bridge.local/api"
 DEFAULT_HOMES_CLAIM: Final = "https://thermo-bridge.dev/homes"  # AuthSettings.homes_claim
 DEFAULT_PERMISSIONS: Final = ("read:devices", "write:devices")
 DEV_CLIENT_ID: Final = "thermo-bridge-dev"
+DEFAULT_DEV_KEY_PATH: Final = "thermo_bridge_dev_key.pem"  # the standalone server's default (config.py)
 _KEY_BITS: Final = 2048
 _MAX_TTL: Final = 30 * 24 * 3600
 
@@ -174,7 +175,10 @@ def load_or_create_key(path: str | os.PathLike[str]) -> tuple[rsa.RSAPrivateKey,
     try:
         pem = key_path.read_bytes()
     except FileNotFoundError:
-        pem = _create_key_file(key_path)
+        try:
+            pem = _create_key_file(key_path)
+        except OSError as err:
+            raise DevAuthError(f"cannot create the dev auth key {key_path}: {err.strerror}") from None
         created = True
     except OSError as err:
         raise DevAuthError(f"cannot read the dev auth key {key_path}: {err.strerror}") from None
@@ -252,6 +256,11 @@ class DevIssuer:
                 " (just created)" if created else "",
                 "!" * 78,
             )
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The verification key (what the JWKS publishes)."""
+        return self._key.public_key()
 
     @property
     def jwks_url(self) -> str:
@@ -342,9 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--key",
-        default=env.get("THERMO_BRIDGE_DEV_KEY_PATH"),
-        required="THERMO_BRIDGE_DEV_KEY_PATH" not in env,
-        help="the server's dev key file (created if missing; env THERMO_BRIDGE_DEV_KEY_PATH)",
+        default=env.get("THERMO_BRIDGE_DEV_KEY_PATH", DEFAULT_DEV_KEY_PATH),
+        help="the server's dev key file, created if missing (default: env THERMO_BRIDGE_DEV_KEY_PATH, "
+        "else %(default)s as the standalone server uses)",
     )
     parser.add_argument(
         "--issuer",

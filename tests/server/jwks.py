@@ -61,6 +61,7 @@ class JwksServer:
         self.requests: Counter[str] = Counter()
         self.status = 200  # set to e.g. 500 to simulate an outage of the JWKS endpoint
         self.delay = 0.0  # seconds before the JWKS answers (lets concurrent fetches overlap)
+        self.raw_body: bytes | None = None  # served instead of the JWKS when set (garbage documents)
         self.extra_keys: list[dict[str, Any]] = []  # raw JWKs published after ours (EC, enc, ...)
         self._keys: dict[str, rsa.RSAPrivateKey] = {}
         self._jwks: dict[str, dict[str, Any]] = {}
@@ -78,9 +79,7 @@ class JwksServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
         if not self._keys:
             self.add_key(make_current=True)
 
@@ -163,9 +162,13 @@ class JwksServer:
         iss: str | None = None,
         aud: str | list[str] | None = None,
         omit: Iterable[str] = (),
+        custom: Mapping[str, Any] | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """An Auth0-style access-token payload (RBAC on: a ``permissions`` list)."""
+        """An Auth0-style access-token payload (RBAC on: a ``permissions`` list).
+
+        ``custom`` adds namespaced claims (names that are not Python identifiers).
+        """
         now = int(time.time())
         payload: dict[str, Any] = {
             "iss": self.issuer if iss is None else iss,
@@ -183,6 +186,7 @@ class JwksServer:
         if homes is not None:
             payload[HOMES_CLAIM] = list(homes)
         payload.update(extra)
+        payload.update(custom or {})
         for name in omit:
             payload.pop(name, None)
         return payload
@@ -236,6 +240,8 @@ class JwksServer:
             await asyncio.sleep(self.delay)
         if self.status != 200:
             return web.json_response({"error": "unavailable"}, status=self.status)
+        if self.raw_body is not None:
+            return web.Response(body=self.raw_body, content_type="application/json")
         return web.json_response(
             self.jwks_document(),
             headers={"Cache-Control": "public, max-age=15, stale-while-revalidate=15, stale-if-error=86400"},
