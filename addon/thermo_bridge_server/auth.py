@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import jwt
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from .errors import ApiError, error_response
@@ -497,21 +497,27 @@ def bearer_token(request: web.Request) -> str | None:
     return parts[1]
 
 
-type _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+def _is_cors_preflight(request: web.Request) -> bool:
+    return (
+        request.method == "OPTIONS"
+        and "Origin" in request.headers
+        and "Access-Control-Request-Method" in request.headers
+    )
 
 
 def auth_middleware(authenticator: Authenticator, *, protected_prefix: str = "/api/v1") -> Middleware:
     """Authenticate every request under ``protected_prefix``; sets ``request["principal"]``.
 
     Auth failures are answered here (the error body from errors.py plus WWW-Authenticate), so
-    the middleware works with or without an outer error-handling middleware. CORS pre-flight
-    (OPTIONS) requests carry no credentials and pass through.
+    the middleware works with or without an outer error-handling middleware. CORS pre-flights
+    (OPTIONS with Origin and Access-Control-Request-Method) carry no credentials by design and
+    pass through; any other OPTIONS request is authenticated like the rest.
     """
     prefix = protected_prefix.rstrip("/")
 
     @web.middleware
-    async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        if request.method == "OPTIONS" or not _is_protected(request, prefix):
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _is_cors_preflight(request) or not _is_protected(request, prefix):
             return await handler(request)
         try:
             token = bearer_token(request)

@@ -376,8 +376,11 @@ async def test_configurable_claim_names(jwks_server: JwksServer, http_session: a
 async def test_unprotected_paths_and_preflight_pass(env: Env) -> None:
     resp = await env.get(None, "/health")
     assert resp.status == 200
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "GET"}
+    resp = await env.client.options("/api/v1/devices", headers=preflight)
+    assert resp.status != 401  # CORS pre-flights carry no credentials (the API's CORS layer answers them)
     resp = await env.client.options("/api/v1/devices")
-    assert resp.status != 401  # CORS pre-flights carry no credentials
+    await assert_error(resp, 401, "unauthorized")  # a bare OPTIONS is not a way around auth
 
 
 async def test_unknown_route_under_prefix_needs_auth_before_404(env: Env) -> None:
