@@ -767,14 +767,15 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
-    hdrs.SERVER: "thermo_bridge",
 }
+SERVER_HEADER = "thermo_bridge"  # no version banner
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Security headers on every response; CORS headers for allowed origins (errors included)."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    response.headers[hdrs.SERVER] = SERVER_HEADER  # aiohttp set its own banner before this signal
     if request.path in {"/metrics", "/health"}:
         return
     origin = _allowed_origin(request)
