@@ -218,9 +218,7 @@ class ServerStack:
         await asyncio.to_thread(self.broker.stop)
 
 
-async def wait_for(
-    condition: Callable[[], Awaitable[bool]], *, within: float = 10.0, what: str = "condition"
-) -> None:
+async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float = 10.0, what: str = "condition") -> None:
     """Poll an async condition (no fixed sleeps in assertions)."""
     deadline = time.monotonic() + within
     while True:
