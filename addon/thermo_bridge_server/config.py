@@ -59,6 +59,8 @@ def redact_url(url: str) -> str:
     except ValueError:
         return REDACTED
     netloc = parts.netloc
+    if "@" not in netloc and "pass" not in parts.query.lower():
+        return url  # nothing secret (and urlunsplit would turn sqlite:///x into sqlite:/x)
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
         user, sep, _password = userinfo.partition(":")
@@ -507,8 +509,9 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
 
 
 def _cross_checks(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[str]:
+    """Rules across options; options that failed validation themselves are absent from ``values``."""
     errors = []
-    if not values["dev_auth"]:
+    if values.get("dev_auth") is False:
         for name in ("auth0_domain", "auth0_audience"):
             if not values.get(name) and name not in sources:
                 errors.append(f"{name}: required (the Auth0 API's settings) unless dev_auth is enabled")
