@@ -26,6 +26,8 @@ Tokens are never logged.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import ipaddress
 import json
 import logging
@@ -60,6 +62,7 @@ _MIN_RSA_BITS: Final = 2048
 # OpenID Connect scopes Auth0 puts in ``scope`` next to API permissions; they grant nothing here.
 _OIDC_SCOPES: Final = frozenset({"openid", "profile", "email", "address", "phone", "offline_access"})
 _MAX_JWKS_BYTES: Final = 512 * 1024
+_VERIFIED_CACHE_SIZE: Final = 1024
 _JWKS_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
 
 
@@ -237,6 +240,17 @@ def parse_jwks(document: object, algorithms: Iterable[str]) -> dict[str, Signing
     return keys
 
 
+def _unverified_header(segment: str) -> dict[str, Any]:
+    """The JOSE header, only to pick alg and kid (PyJWT re-reads it strictly when verifying)."""
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error):
+        raise _RejectedError("unreadable token header") from None
+    if not isinstance(header, dict):
+        raise _RejectedError("unreadable token header")
+    return header
+
+
 class _RejectedError(Exception):
     """Internal: the token is not acceptable; the message is the RFC 6750 error_description."""
 
@@ -248,6 +262,7 @@ class AuthStats:
     jwks_fetches: int = 0
     jwks_fetch_failures: int = 0
     accepted: int = 0
+    cache_hits: int = 0  # accepted from the verified-token cache (no signature check needed)
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
 
 
@@ -261,11 +276,14 @@ class Authenticator:
         *,
         static_jwks: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """``static_jwks`` pins the keys (dev mode: the server is its own issuer); nothing is fetched."""
         self.settings = settings
         self._session = session
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._verified: dict[str, tuple[Principal, SigningKey]] = {}
         self._url = settings.effective_jwks_url
         self._keys: dict[str, SigningKey] = {}
         self._fetched_at: float | None = None
@@ -316,10 +334,20 @@ class Authenticator:
             raise _RejectedError("not a signed JWT")
         if not segments[2]:
             raise _RejectedError("signature missing")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise _RejectedError("unreadable token header") from None
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, signing_key = cached
+            if principal.expires_at is not None and principal.expires_at > self._wall_clock() - settings.leeway:
+                # _key_for refreshes an expired JWKS, so a revoked key stops cached tokens too.
+                current = await self._key_for(signing_key.kid)
+                if current is signing_key:
+                    self.stats.cache_hits += 1
+                    return principal
+                if current is None:
+                    self._verified.pop(token, None)
+                    raise _RejectedError("unknown signing key")
+            self._verified.pop(token, None)  # expired, or the key set was re-fetched: verify from scratch
+        header = _unverified_header(segments[0])
         alg = header.get("alg")
         # Decide the algorithm from our allow-list before any key is looked up: never let the
         # token choose (alg=none, HS256 keyed with the public key, ES*, ...).
@@ -358,7 +386,13 @@ class Authenticator:
             raise _RejectedError("signature verification failed") from None
         except jwt.PyJWTError:
             raise _RejectedError("malformed token") from None
-        return self._principal(claims)
+        principal = self._principal(claims)
+        # Clients reuse a token for many requests: remember the verified result until exp
+        # (exp and the key are re-checked on every hit; nbf/iat only get more valid with time).
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (principal, key)
+        return principal
 
     def _principal(self, claims: Mapping[str, Any]) -> Principal:
         settings = self.settings

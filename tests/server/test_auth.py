@@ -428,6 +428,36 @@ async def test_key_rotation_fetches_new_kid_once(env: Env) -> None:
     assert server.jwks_requests == 2  # the rotated-out kid is inside the cool-down: no fetch
 
 
+async def test_verified_token_cache_rechecks_expiry(
+    jwks_server: JwksServer, http_session: aiohttp.ClientSession
+) -> None:
+    authenticator = Authenticator(jwks_server.settings(leeway=0), http_session)
+    exp = int(time.time()) + 1
+    token = jwks_server.make_token(exp=exp)
+    await authenticator.authenticate(token)
+    await authenticator.authenticate(token)
+    assert authenticator.stats.cache_hits == 1
+    await asyncio.sleep(max(0.0, exp - time.time()) + 0.05)  # until the token has really expired
+    with pytest.raises(ApiError) as err:
+        await authenticator.authenticate(token)
+    assert err.value.status == 401
+    assert "token expired" in err.value.headers["WWW-Authenticate"]
+
+
+async def test_verified_token_cache_drops_tokens_of_a_revoked_key(env: Env) -> None:
+    server = env.server
+    token = server.make_token()
+    assert (await env.get(f"Bearer {token}")).status == 200
+    assert (await env.get(f"Bearer {token}")).status == 200
+    assert env.authenticator.stats.cache_hits == 1
+    server.rotate()  # the old key is revoked: no longer published
+    env.clock.advance(601)  # the next request refreshes the expired JWKS
+    resp = await env.get(f"Bearer {token}")
+    await assert_error(resp, 401, "invalid_token")
+    assert "unknown signing key" in challenge(resp)
+    assert server.jwks_requests == 2
+
+
 async def test_bogus_kid_flood_hits_jwks_once_per_cooldown(env: Env) -> None:
     server = env.server
     assert (await env.get(f"Bearer {server.make_token()}")).status == 200
