@@ -332,8 +332,6 @@ class Authenticator:
         segments = token.split(".")
         if len(segments) != 3 or not all(_JWT_SEGMENT.fullmatch(s) for s in segments[:2]):
             raise _RejectedError("not a signed JWT")
-        if not segments[2]:
-            raise _RejectedError("signature missing")
         cached = self._verified.get(token)
         if cached is not None:
             principal, signing_key = cached
@@ -354,6 +352,8 @@ class Authenticator:
         if not isinstance(alg, str) or alg not in settings.algorithms:
             shown = alg if isinstance(alg, str) and _ALG_NAME.fullmatch(alg) else "in header"
             raise _RejectedError(f"algorithm {shown} not allowed")
+        if not segments[2]:
+            raise _RejectedError("signature missing")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _RejectedError("token header has no key id")

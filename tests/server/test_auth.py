@@ -276,11 +276,56 @@ ATTACKS: list[tuple[str, Callable[[JwksServer], str | None], int, str, str | Non
 ]
 
 
-@pytest.mark.parametrize(
-    ("authorization", "status", "code", "error"), [a[1:] for a in ATTACKS], ids=[a[0] for a in ATTACKS]
-)
+# Why each attack must fail: the RFC 6750 error_description proves the right check caught it.
+REASONS: dict[str, str | None] = {
+    "alg_none": "algorithm none not allowed",
+    "hs256_with_public_key": "algorithm HS256 not allowed",
+    "hs512_with_public_key": "algorithm HS512 not allowed",
+    "rs512_not_allowed": "algorithm RS512 not allowed",
+    "ps256_not_allowed": "algorithm PS256 not allowed",
+    "es256_not_allowed": "algorithm ES256 not allowed",
+    "expired": "token expired",
+    "not_yet_valid": "token not yet valid",
+    "iat_in_future": "token not yet valid",
+    "wrong_issuer": "wrong issuer",
+    "issuer_without_trailing_slash": "wrong issuer",
+    "wrong_audience": "wrong audience",
+    "audience_list_without_ours": "wrong audience",
+    "audience_missing": "claim aud missing",
+    "unknown_kid": "unknown signing key",
+    "kid_missing": "token header has no key id",
+    "tampered_payload": "signature verification failed",
+    "tampered_header": "signature verification failed",
+    "signature_stripped": "signature missing",
+    "signature_bit_flipped": "signature verification failed",
+    "missing_sub": "claim sub missing",
+    "empty_sub": "claim sub missing",
+    "missing_exp": "claim exp missing",
+    "missing_iat": "claim iat missing",
+    "permissions_not_a_list": "claim permissions must be a list of strings",
+    "homes_not_a_list": "homes claim must be a list of strings",
+    "rotated_out_key": "unknown signing key",
+    "oversized_token": "token larger than 8192 bytes",
+    "garbage_base64": "unreadable token header",
+    "two_segments": "not a signed JWT",
+    "not_json_header": "unreadable token header",
+    "no_authorization_header": None,
+    "basic_scheme": None,
+    "bearer_without_token": "Bearer scheme without a token",
+    "bearer_extra_parts": "unexpected data after the token",
+    "bearer_bad_characters": "token contains characters not allowed in a bearer token",
+}
+
+
+def test_attack_matrix_is_complete() -> None:
+    assert len(ATTACKS) >= 20
+    assert [a[0] for a in ATTACKS] == list(REASONS)
+
+
+@pytest.mark.parametrize(("case", "authorization", "status", "code", "error"), ATTACKS, ids=[a[0] for a in ATTACKS])
 async def test_attack_rejected(
     env: Env,
+    case: str,
     authorization: Callable[[JwksServer], str | None],
     status: int,
     code: str,
@@ -297,7 +342,8 @@ async def test_attack_rejected(
         assert header == REALM  # no error attribute when no bearer credentials were sent
     else:
         assert f'error="{error}"' in header
-        assert 'error_description="' in header
+        assert f'error_description="{REASONS[case]}"' in header
+    assert env.authenticator.stats.accepted == 0
     # The credential itself never reaches the logs.
     if value and len(value) > 20:
         assert value.split()[-1] not in caplog.text
