@@ -477,8 +477,9 @@ class Authenticator:
     async def _fetch(self) -> None:
         self.stats.jwks_fetches += 1
         try:
+            # No redirects: the keys come from the configured URL or not at all.
             async with self._session.get(
-                self._url, timeout=_JWKS_TIMEOUT, headers={"Accept": "application/json"}
+                self._url, timeout=_JWKS_TIMEOUT, headers={"Accept": "application/json"}, allow_redirects=False
             ) as resp:
                 if resp.status != 200:
                     raise ValueError(f"HTTP {resp.status}")

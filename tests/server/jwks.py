@@ -33,6 +33,7 @@ DEFAULT_AUDIENCE = "https://api.thermo-bridge.test"
 HOMES_CLAIM = "https://thermo-bridge.dev/homes"
 JWKS_PATH = "/.well-known/jwks.json"
 OPENID_PATH = "/.well-known/openid-configuration"
+ALT_JWKS_PATH = "/elsewhere/jwks.json"
 
 # RSA key generation costs tens of ms: share a pool across tests (kids stay unique per server).
 _KEY_POOL: list[rsa.RSAPrivateKey] = []
@@ -62,6 +63,7 @@ class JwksServer:
         self.status = 200  # set to e.g. 500 to simulate an outage of the JWKS endpoint
         self.delay = 0.0  # seconds before the JWKS answers (lets concurrent fetches overlap)
         self.raw_body: bytes | None = None  # served instead of the JWKS when set (garbage documents)
+        self.redirect = False  # answer the JWKS path with a 302 to ALT_JWKS_PATH (same document)
         self.extra_keys: list[dict[str, Any]] = []  # raw JWKs published after ours (EC, enc, ...)
         self._keys: dict[str, rsa.RSAPrivateKey] = {}
         self._jwks: dict[str, dict[str, Any]] = {}
@@ -75,6 +77,7 @@ class JwksServer:
         app = web.Application()
         app.router.add_get(JWKS_PATH, self._jwks_handler)
         app.router.add_get(OPENID_PATH, self._openid_handler)
+        app.router.add_get(ALT_JWKS_PATH, self._jwks_handler)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -200,6 +203,7 @@ class JwksServer:
         alg: str = "RS256",
         headers: Mapping[str, Any] | None = None,
         omit_kid: bool = False,
+        signing_key: rsa.RSAPrivateKey | None = None,
         **claims: Any,
     ) -> str:
         """A token signed like Auth0 would (``alg`` RS256 by default) with the given claims.
@@ -213,24 +217,31 @@ class JwksServer:
         if omit_kid:
             del header["kid"]
         header.update(headers or {})
-        return self.sign(header, payload, kid=kid)
+        return self.sign(header, payload, kid=kid, key=signing_key)
 
-    def sign(self, header: Mapping[str, Any], payload: Mapping[str, Any], *, kid: str | None = None) -> str:
-        """Encode and sign exactly this header and payload (the header's alg decides how)."""
-        alg = header["alg"]
+    def sign(
+        self,
+        header: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        *,
+        kid: str | None = None,
+        key: rsa.RSAPrivateKey | None = None,
+    ) -> str:
+        """Encode and sign exactly this header and payload (the header's alg decides how).
+
+        ``key`` signs with a key of the caller's (an attacker's) instead of the server's ``kid``.
+        """
+        alg = str(header["alg"]).upper()
         signing_input = f"{b64url_json(header)}.{b64url_json(payload)}"
-        if alg == "none":
+        if alg == "NONE":
             return signing_input + "."
         if alg.startswith("HS"):
             digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
             mac = hmac.new(self.public_pem(kid), signing_input.encode(), digest).digest()
             return f"{signing_input}.{b64url(mac)}"
-        if alg.startswith("ES"):
-            key: Any = ec.generate_private_key(ec.SECP256R1())
-        else:
-            key = self.private_key(kid)
+        signer: Any = ec.generate_private_key(ec.SECP256R1()) if alg.startswith("ES") else key or self.private_key(kid)
         algorithm = jwt.get_algorithm_by_name(alg)
-        signature = algorithm.sign(signing_input.encode(), algorithm.prepare_key(key))
+        signature = algorithm.sign(signing_input.encode(), algorithm.prepare_key(signer))
         return f"{signing_input}.{b64url(signature)}"
 
     # -- handlers ---------------------------------------------------------------------
@@ -240,6 +251,8 @@ class JwksServer:
             await asyncio.sleep(self.delay)
         if self.status != 200:
             return web.json_response({"error": "unavailable"}, status=self.status)
+        if self.redirect and request.path == JWKS_PATH:
+            raise web.HTTPFound(ALT_JWKS_PATH)
         if self.raw_body is not None:
             return web.Response(body=self.raw_body, content_type="application/json")
         return web.json_response(

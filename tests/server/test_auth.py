@@ -30,8 +30,9 @@ from aiohttp.typedefs import Handler
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from multidict import CIMultiDict
+from yarl import URL
 
-from tests.server.jwks import HOMES_CLAIM, JwksServer, b64url, b64url_json
+from tests.server.jwks import ALT_JWKS_PATH, HOMES_CLAIM, JwksServer, b64url, b64url_json
 from thermo_bridge_server.auth import (
     Authenticator,
     AuthSettings,
@@ -181,6 +182,21 @@ def _permissions_string(s: JwksServer) -> str:
     return s.sign({"alg": "RS256", "typ": "JWT", "kid": s.current_kid}, payload)
 
 
+def _attacker_key_embedded(s: JwksServer) -> str:
+    """Signed with the attacker's own key, which rides along in the header (jwk) and a jku URL."""
+    attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    numbers = attacker.public_key().public_numbers()
+    jwk = {"kty": "RSA", "n": b64url(numbers.n.to_bytes(256, "big")), "e": "AQAB", "kid": s.current_kid}
+    return s.make_token(signing_key=attacker, headers={"jwk": jwk, "jku": "https://evil.example/jwks.json"})
+
+
+def _jku_unknown_kid(s: JwksServer) -> str:
+    attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return s.make_token(
+        signing_key=attacker, headers={"kid": "attacker-kid", "jku": "https://evil.example/.well-known/jwks.json"}
+    )
+
+
 def _oversized(s: JwksServer) -> str:
     return s.make_token(padding="x" * 9000)
 
@@ -192,6 +208,13 @@ ATTACKS: list[tuple[str, Callable[[JwksServer], str | None], int, str, str | Non
     ("alg_none", lambda s: "Bearer " + s.make_token(alg="none"), 401, "invalid_token", "invalid_token"),
     ("hs256_with_public_key", lambda s: "Bearer " + s.make_token(alg="HS256"), 401, "invalid_token", "invalid_token"),
     ("hs512_with_public_key", lambda s: "Bearer " + s.make_token(alg="HS512"), 401, "invalid_token", "invalid_token"),
+    (
+        "alg_lowercase",
+        lambda s: "Bearer " + s.make_token(headers={"alg": "rs256"}),
+        401,
+        "invalid_token",
+        "invalid_token",
+    ),
     ("rs512_not_allowed", lambda s: "Bearer " + s.make_token(alg="RS512"), 401, "invalid_token", "invalid_token"),
     ("ps256_not_allowed", lambda s: "Bearer " + s.make_token(alg="PS256"), 401, "invalid_token", "invalid_token"),
     ("es256_not_allowed", lambda s: "Bearer " + s.make_token(alg="ES256"), 401, "invalid_token", "invalid_token"),
@@ -235,6 +258,8 @@ ATTACKS: list[tuple[str, Callable[[JwksServer], str | None], int, str, str | Non
     ("audience_missing", lambda s: "Bearer " + s.make_token(omit=["aud"]), 401, "invalid_token", "invalid_token"),
     ("unknown_kid", lambda s: "Bearer " + _unknown_kid(s), 401, "invalid_token", "invalid_token"),
     ("kid_missing", lambda s: "Bearer " + s.make_token(omit_kid=True), 401, "invalid_token", "invalid_token"),
+    ("attacker_key_in_header", lambda s: "Bearer " + _attacker_key_embedded(s), 401, "invalid_token", "invalid_token"),
+    ("jku_to_attacker_jwks", lambda s: "Bearer " + _jku_unknown_kid(s), 401, "invalid_token", "invalid_token"),
     ("tampered_payload", lambda s: "Bearer " + _tamper_payload(s), 401, "invalid_token", "invalid_token"),
     ("tampered_header", lambda s: "Bearer " + _tamper_header(s), 401, "invalid_token", "invalid_token"),
     ("signature_stripped", lambda s: "Bearer " + _strip_signature(s), 401, "invalid_token", "invalid_token"),
@@ -262,6 +287,13 @@ ATTACKS: list[tuple[str, Callable[[JwksServer], str | None], int, str, str | Non
     ("garbage_base64", lambda _s: "Bearer abc.def.ghi", 401, "invalid_token", "invalid_token"),
     ("two_segments", lambda s: "Bearer " + s.make_token().rsplit(".", 1)[0], 401, "invalid_token", "invalid_token"),
     (
+        "jwe_five_segments",
+        lambda s: "Bearer " + s.make_token() + ".AAAA.BBBB",
+        401,
+        "invalid_token",
+        "invalid_token",
+    ),
+    (
         "not_json_header",
         lambda _s: "Bearer " + b64url(b"\xff\xfe") + ".e30.c2ln",
         401,
@@ -281,6 +313,7 @@ REASONS: dict[str, str | None] = {
     "alg_none": "algorithm none not allowed",
     "hs256_with_public_key": "algorithm HS256 not allowed",
     "hs512_with_public_key": "algorithm HS512 not allowed",
+    "alg_lowercase": "algorithm rs256 not allowed",
     "rs512_not_allowed": "algorithm RS512 not allowed",
     "ps256_not_allowed": "algorithm PS256 not allowed",
     "es256_not_allowed": "algorithm ES256 not allowed",
@@ -294,6 +327,8 @@ REASONS: dict[str, str | None] = {
     "audience_missing": "claim aud missing",
     "unknown_kid": "unknown signing key",
     "kid_missing": "token header has no key id",
+    "attacker_key_in_header": "signature verification failed",
+    "jku_to_attacker_jwks": "unknown signing key",
     "tampered_payload": "signature verification failed",
     "tampered_header": "signature verification failed",
     "signature_stripped": "signature missing",
@@ -308,6 +343,7 @@ REASONS: dict[str, str | None] = {
     "oversized_token": "token larger than 8192 bytes",
     "garbage_base64": "unreadable token header",
     "two_segments": "not a signed JWT",
+    "jwe_five_segments": "not a signed JWT",
     "not_json_header": "unreadable token header",
     "no_authorization_header": None,
     "basic_scheme": None,
@@ -587,6 +623,36 @@ async def test_jwks_outage_after_caching_keeps_serving_cached_keys(env: Env) -> 
     env.clock.advance(6)
     assert (await env.get(f"Bearer {token}")).status == 200
     assert server.jwks_requests == 3
+
+
+async def test_jwks_redirect_is_not_followed(env: Env) -> None:
+    env.server.redirect = True
+    resp = await env.get(f"Bearer {env.server.make_token()}")
+    await assert_error(resp, 503, "auth_unavailable")
+    assert env.server.requests[ALT_JWKS_PATH] == 0
+
+
+async def test_url_spellings_cannot_bypass_auth(env: Env) -> None:
+    """However the path is spelled, a protected handler is never reached without a token."""
+    for path in (
+        "/api/v1/devices",
+        "/api/v1/devices/",
+        "/api/v1/devices?x=1",
+        "/api/v1/./devices",
+        "/api/v1/x/../devices",
+        "/api/v1%2Fdevices",
+        "/api/v1/%64evices",
+        "/api//v1/devices",
+        "/health/../api/v1/devices",
+    ):
+        resp = await env.client.get(URL(path, encoded=True))
+        assert resp.status in (401, 404), (path, resp.status)
+        if resp.status == 404:
+            continue
+        await assert_error(resp, 401, "unauthorized")
+    token = env.server.make_token()
+    resp = await env.client.get(URL("/api/v1/%64evices", encoded=True), headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200
 
 
 async def test_unreachable_jwks_is_503_not_a_crash(http_session: aiohttp.ClientSession) -> None:
