@@ -221,27 +221,32 @@ async def _start(c: Components, started: set[str]) -> None:
         c.spawn(c.authenticator.prefetch(), "jwks-prefetch")
     c.spawn(run_retention(c.store, config.retention_days, RETENTION_INTERVAL), "retention")
     if config.zeroconf:
-        advertiser = Advertiser(
+        c.advertiser = Advertiser(
             port=c.port or config.http_port,
             version=server_version(),
             api_path=API_PREFIX,
             base_topic=config.mqtt.base_topic,
             host=config.http_host,
+            # Bound to loopback only: announce there, not to a LAN that cannot reach us.
+            interfaces=[config.http_host] if config.http_host.startswith("127.") else None,
         )
-        try:
-            await advertiser.start()
-        except OSError as err:  # no multicast-capable interface: the API still works
-            _LOGGER.warning("Zeroconf advertisement failed: %s", err)
-        else:
-            c.advertiser = advertiser
+        # Probing and announcing take a second or two: do not hold up start-up for it.
+        c.spawn(_advertise(c.advertiser), "zeroconf")
+
+
+async def _advertise(advertiser: Advertiser) -> None:
+    try:
+        await advertiser.start()
+    except OSError as err:  # no multicast-capable interface: the API still works
+        _LOGGER.warning("Zeroconf advertisement failed: %s", err)
 
 
 async def _stop(c: Components, started: set[str]) -> None:
     """Stop advertising and background work, stop ingesting, flush the store, then disconnect."""
+    await _cancel_tasks(c)
     if c.advertiser is not None:
         await _step("stop zeroconf", c.advertiser.stop)
         c.advertiser = None
-    await _cancel_tasks(c)
     if "ingest" in started:
         await _step("stop the ingest", c.ingest.stop)
     if "store" in started:

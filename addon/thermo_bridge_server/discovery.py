@@ -74,7 +74,10 @@ class Advertiser:
             self._zeroconf = AsyncZeroconf(ip_version=IPVersion.V4Only)
         else:
             self._zeroconf = AsyncZeroconf(interfaces=self._interfaces, ip_version=IPVersion.V4Only)
-        await self._zeroconf.async_register_service(self.info, allow_name_change=True)
+        # The first await registers and probes the name; the returned awaitable completes
+        # once the announcements went out.
+        announced = await self._zeroconf.async_register_service(self.info, allow_name_change=True)
+        await announced
         _LOGGER.info("Advertising %s on port %d via zeroconf", self.info.name, self.info.port)
 
     async def stop(self) -> None:
@@ -83,6 +86,7 @@ class Advertiser:
         if zc is None:
             return
         try:
-            await zc.async_unregister_service(self.info)
+            goodbyes = await zc.async_unregister_service(self.info)
+            await goodbyes  # so browsers drop us now rather than when the TTL runs out
         finally:
             await zc.async_close()

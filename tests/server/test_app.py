@@ -1,0 +1,302 @@
+"""The server as users run it: ``python -m thermo_bridge_server`` with dev auth, SIGTERM, bad configs, zeroconf."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from tests.broker import Mosquitto, free_port
+from tests.server.api_stack import make_config, wait_for
+from tests.server.jwks import JwksServer
+from thermo_bridge_server.app import COMPONENTS, create_app
+from thermo_bridge_server.discovery import SERVICE_TYPE, Advertiser
+from thermo_bridge_server.simulator import Simulator
+from thermo_bridge_server.store import create_store
+
+
+def server_env(broker: Mosquitto, tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("THERMO_BRIDGE_", "SUPERVISOR_"))}
+    env.update(
+        {
+            "THERMO_BRIDGE_DEV_AUTH": "true",
+            "THERMO_BRIDGE_DEV_KEY_PATH": str(tmp_path / "dev_key.pem"),
+            "THERMO_BRIDGE_MQTT_HOST": broker.host,
+            "THERMO_BRIDGE_MQTT_PORT": str(broker.port),
+            "THERMO_BRIDGE_STORE_URL": f"sqlite:///{tmp_path / 'server.db'}",
+            "THERMO_BRIDGE_HTTP_PORT": str(port),
+            "THERMO_BRIDGE_ZEROCONF": "false",
+            "THERMO_BRIDGE_COMMAND_TIMEOUT": "5",
+            "THERMO_BRIDGE_RATE_LIMIT_PER_MINUTE": "100000",
+            "THERMO_BRIDGE_OPTIONS_FILE": "",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def server_process(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "thermo_bridge_server"],
+            env=server_env(mosquitto, tmp_path, port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        yield proc, port, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def _get(session: aiohttp.ClientSession, url: str, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.get(url, headers=headers) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def mint(key: Path, port: int, *permissions: str) -> str:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "thermo_bridge_server.devauth",
+            "--key",
+            str(key),
+            "--issuer",
+            f"http://localhost:{port}/",
+            "--sub",
+            "dev|tester",
+            "--homes",
+            "default",
+            "--permissions",
+            *permissions,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return result.stdout.strip()
+
+
+async def test_server_process_dev_auth_command_and_graceful_sigterm(
+    server_process: tuple[subprocess.Popen[str], int, Path], mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    proc, port, log = server_process
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+
+        async def healthy() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                status, _ = await _get(session, f"{base}/health")
+            except aiohttp.ClientError:
+                return False
+            return status == 200
+
+        await wait_for(healthy, within=30, what="the server process to be healthy")
+        assert "DEV AUTH IS ENABLED" in log.read_text()
+
+        sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, id_prefix="proc", seed=1)
+        await asyncio.to_thread(sim.start)
+        try:
+            token = await asyncio.to_thread(mint, tmp_path / "dev_key.pem", port, "read:devices", "write:devices")
+            status, jwks = await _get(session, f"{base}/.well-known/jwks.json")
+            assert status == 200
+            assert [k["kty"] for k in jwks["keys"]] == ["RSA"]
+
+            async def listed() -> bool:
+                status, body = await _get(session, f"{base}/api/v1/devices", token)
+                assert status == 200, body
+                return [d["id"] for d in body["devices"]] == ["proc_thermostat_1"]
+
+            await wait_for(listed, what="the simulated device in the API")
+            async with session.post(
+                f"{base}/api/v1/devices/proc_thermostat_1/commands",
+                json={"values": {"hvac_mode": "heat", "target_temperature": 22}},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                assert resp.status == 202
+                location = resp.headers["Location"]
+
+            async def acked() -> bool:
+                _, body = await _get(session, base + location, token)
+                return body["status"] == "acked"
+
+            await wait_for(acked, what="the command to be acked")
+            # Without write permission the same token shape is refused.
+            reader = await asyncio.to_thread(mint, tmp_path / "dev_key.pem", port, "read:devices")
+            async with session.post(
+                f"{base}/api/v1/devices/proc_thermostat_1/commands",
+                json={"values": {"hvac_mode": "off"}},
+                headers={"Authorization": f"Bearer {reader}"},
+            ) as resp:
+                assert resp.status == 403
+        finally:
+            await asyncio.to_thread(sim.stop)
+
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    text = log.read_text()
+    assert "Stop signal received" in text
+    assert "Stopped" in text
+    assert "Traceback" not in text
+
+    # Everything ingested before the stop was flushed to the database file.
+    store = create_store(f"sqlite:///{tmp_path / 'server.db'}", retention_days=30, dead_letter_limit=10)
+    await store.open()
+    try:
+        devices = await store.list_devices()
+        assert [d.device_id for d in devices] == ["proc_thermostat_1"]
+        state = await store.get_state("proc_thermostat_1")
+        assert state is not None
+        assert state.values["target_temperature"] == 22
+    finally:
+        await store.close()
+
+
+def _run_server(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "thermo_bridge_server"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_invalid_option_exits_2_naming_it(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    env = server_env(mosquitto, tmp_path, 8099, THERMO_BRIDGE_HTTP_PORT="99999", THERMO_BRIDGE_MQTT_PASSWORD="s3cret!")
+    result = _run_server(env)
+    assert result.returncode == 2
+    assert "http_port" in result.stderr
+    assert "s3cret!" not in result.stderr + result.stdout
+
+
+def test_refuses_to_start_without_auth0_unless_dev_auth(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    env = server_env(mosquitto, tmp_path, free_port(), THERMO_BRIDGE_DEV_AUTH="false")
+    result = _run_server(env)
+    assert result.returncode == 2
+    assert "auth0_domain" in result.stderr
+    assert "dev_auth" in result.stderr
+
+
+def test_port_in_use_exits_1(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run_server(server_env(mosquitto, tmp_path, port))
+    assert result.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+async def test_serves_while_the_broker_is_down_and_recovers(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "late", websockets=False)  # ports chosen, not started yet
+    jwks = JwksServer()
+    await jwks.start()
+    config = make_config(broker, tmp_path / "late.db", jwks)
+    config = dataclasses.replace(config, mqtt=dataclasses.replace(config.mqtt, connect_timeout=0.3))
+    app = await create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, body = await _get(session, f"http://127.0.0.1:{port}/health")
+            assert status == 503
+            assert body["broker"] == {"connected": False}
+            await asyncio.to_thread(broker.start)
+
+            async def healthy() -> bool:
+                return (await _get(session, f"http://127.0.0.1:{port}/health"))[0] == 200
+
+            await wait_for(healthy, within=40, what="the transport to connect once the broker is up")
+            assert app[COMPONENTS].transport.connected
+    finally:
+        await runner.cleanup()
+        await jwks.stop()
+        await asyncio.to_thread(broker.stop)
+
+
+async def test_zeroconf_advertisement_on_loopback() -> None:
+    advertiser = Advertiser(
+        port=18123,
+        version="9.9.9",
+        api_path="/api/v1",
+        base_topic="tb/test",
+        host="127.0.0.1",
+        name="thermo_bridge test",
+        interfaces=["127.0.0.1"],
+    )
+    await advertiser.start()
+    browser_zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    changes: list[tuple[str, ServiceStateChange]] = []
+
+    def on_change(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        changes.append((name, state_change))
+
+    browser = AsyncServiceBrowser(browser_zc.zeroconf, [SERVICE_TYPE], handlers=[on_change])
+    try:
+        name = advertiser.info.name
+        await wait_for(
+            lambda: _async((name, ServiceStateChange.Added) in changes), within=10, what="the browser to find us"
+        )
+        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        assert await info.async_request(browser_zc.zeroconf, 3000)
+        assert info.port == 18123
+        assert info.parsed_addresses() == ["127.0.0.1"]
+        assert info.decoded_properties == {"version": "9.9.9", "api_path": "/api/v1", "base_topic": "tb/test"}
+        await advertiser.stop()
+        await wait_for(
+            lambda: _async((name, ServiceStateChange.Removed) in changes), within=10, what="the goodbye packet"
+        )
+        await advertiser.stop()  # idempotent
+    finally:
+        await browser.async_cancel()
+        await browser_zc.async_close()
+        await advertiser.stop()
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+def test_openapi_module_prints_the_document() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "thermo_bridge_server.openapi"], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert json.loads(result.stdout)["openapi"] == "3.1.0"
+
+
+def test_help_lists_the_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "thermo_bridge_server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    for flag in ("--rate-limit-per-minute", "--cors-origins", "--dev-auth", "--zeroconf", "--store-url"):
+        assert flag in result.stdout
