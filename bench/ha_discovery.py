@@ -1,0 +1,524 @@
+"""Benchmark: thermo_bridge against Home Assistant's own MQTT discovery, same devices, same run.
+
+Run: ``.venv/bin/python bench/ha_discovery.py [--devices 1000] [--updates 1000] [--repeats 3]``
+
+Every trial runs in a fresh process (``--worker``) with a fresh private mosquitto, a
+real Home Assistant core (bench/_ha.py) connected to it through HA's MQTT integration,
+and a load generator in another process (bench/_publisher.py) so that its CPU is not
+HA's. Variants alternate (baseline, ours, ours, baseline, ...) and the medians are
+reported with the ratio ours/baseline.
+
+Device set: N thermostats, each with temperature, humidity and battery. Ours: one
+retained thermo_bridge config per device. Baseline: HA's MQTT discovery with one
+retained config per entity (a climate and three sensors, ``default_entity_id`` set,
+templates reading the same JSON state topic). Both also get a retained availability
+``online`` and a retained first full state, byte-identical between variants.
+
+Definitions:
+- calibration: before measuring, one extra device is announced and the entities it gets
+  are counted (per domain, and how many reach a real state); that sets the expectations.
+- discovery time: from the publisher's first config publish (the consumer is already
+  running and subscribed: configs arrive live, as when devices are added) to the moment
+  the last expected entity has a state that is neither ``unknown`` nor ``unavailable``
+  (which implies it is in the entity registry; the registry count is checked after).
+- discovery CPU: HA process CPU time (``time.process_time``: every thread of the HA
+  process) over the same window.
+- update CPU: HA process CPU per 1,000 MQTT state messages. Each message is a full
+  6-key state of one device (round-robin) in which temperature and humidity changed, so
+  each one changes 3 entities (climate attributes, temperature, humidity sensors).
+  Published at ``--rate`` msgs/s, QoS ``--qos``; window = first publish to the last
+  temperature-sensor state change.
+- latency: publish call (load generator) -> ``state_changed`` of that device's
+  temperature sensor in HA, both on CLOCK_MONOTONIC.
+- RSS per entity: growth of HA's resident set from before to after the discovery (after
+  ``gc.collect`` and a registry flush), divided by the number of new entities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+VARIANTS = ("baseline", "ours")
+PLATFORM = {"baseline": "mqtt", "ours": "thermo_bridge"}
+RESULT_MARK = "RESULT "
+BAD_STATES = frozenset({"unknown", "unavailable"})
+
+
+# --------------------------------------------------------------------------- the worker (one trial)
+
+
+class Publisher:
+    """The load generator process, driven over its stdin/stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, port: int) -> Publisher:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(HERE / "_publisher.py"),
+            "--port",
+            str(port),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=64 * 1024 * 1024,
+        )
+        pub = cls(proc)
+        ready = await pub._read()
+        if not ready.get("ready"):
+            raise RuntimeError(f"publisher did not start: {ready}")
+        return pub
+
+    async def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("publisher exited")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    async def request(self, **request: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        await self.proc.stdin.drain()
+        answer = await self._read()
+        if "error" in answer:
+            raise RuntimeError(f"publisher: {answer['error']}")
+        return answer
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.request(op="quit")
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class Tracker:
+    """One ``state_changed`` listener that records what the phases need, cheaply."""
+
+    def __init__(self) -> None:
+        self.last_change = time.monotonic()
+        self.first = asyncio.Event()
+        # discovery phase
+        self.domains: frozenset[str] = frozenset()
+        self.exclude: frozenset[str] = frozenset()
+        self.expected = 0
+        self.good: dict[str, float] = {}
+        self.ready = asyncio.Event()
+        self.ready_at = (0.0, 0.0)  # (monotonic, process_time)
+        # update phase
+        self.watch: dict[str, list[float]] = {}
+        self.updates_expected = 0
+        self.updates_seen = 0
+        self.updated = asyncio.Event()
+        self.updated_at = (0.0, 0.0)
+
+    def __call__(self, event: Any) -> None:
+        now = time.monotonic()
+        self.last_change = now
+        self.first.set()
+        new_state = event.data["new_state"]
+        if new_state is None:
+            return
+        entity_id: str = event.data["entity_id"]
+        times = self.watch.get(entity_id)
+        if times is not None:
+            times.append(now)
+            self.updates_seen += 1
+            if self.updates_seen >= self.updates_expected:
+                self.updated_at = (now, time.process_time())
+                self.updated.set()
+            return
+        if (
+            self.expected
+            and entity_id not in self.good
+            and new_state.state not in BAD_STATES
+            and new_state.domain in self.domains
+            and entity_id not in self.exclude
+        ):
+            self.good[entity_id] = now
+            if len(self.good) >= self.expected:
+                self.ready_at = (now, time.process_time())
+                self.ready.set()
+
+    async def quiet(self, seconds: float, limit: float) -> None:
+        """Wait until no state changed for ``seconds`` (at most ``limit`` seconds)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            await asyncio.sleep(seconds / 4)
+            if time.monotonic() - self.last_change >= seconds:
+                return
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
+    """One trial of one variant; returns the measurements."""
+    import logging  # noqa: PLC0415 - keep the orchestrator free of HA imports
+
+    from homeassistant.const import EVENT_STATE_CHANGED  # noqa: PLC0415
+
+    from bench import _ha  # noqa: PLC0415
+    from tests.broker import Mosquitto  # noqa: PLC0415
+
+    variant: str = args.worker
+    t_start = time.monotonic()
+
+    def phase(name: str) -> None:
+        print(f"[{time.monotonic() - t_start:6.2f} s] {name}", file=sys.stderr, flush=True)
+
+    platform_name = PLATFORM[variant]
+    devices: int = args.devices
+    tmp = Path(tempfile.mkdtemp(prefix=f"tb-bench-{variant}-"))
+    logs = _ha.LogCounter()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger().addHandler(logs)
+    # TCP_NODELAY on the broker's sockets too: otherwise Nagle + delayed ACK put a 40 ms
+    # step into the latency tail of both variants and hide what HA itself does.
+    broker = Mosquitto(tmp / "broker", websockets=False, extra_config="set_tcp_nodelay true\n")
+    broker.start()
+    pub = await Publisher.start(broker.port)
+    hass = None
+    try:
+        hass = await _ha.start_home_assistant(tmp / "config")
+        await _ha.add_mqtt_entry(hass, broker.host, broker.port)
+        if variant == "ours":
+            await _ha.add_thermo_bridge_entry(hass, "thermo_bridge")
+        logs.counts.clear()  # count what the measured phases log, not start-up notices
+        logs.samples.clear()
+        phase("HA started, MQTT connected")
+        tracker = Tracker()
+        hass.bus.async_listen(EVENT_STATE_CHANGED, tracker)
+
+        # Calibration: what does one device become?
+        await pub.request(op="discover", variant=variant, prefix="cal", count=1)
+        # Done when every enabled entity it got has a real state and nothing changes for a while
+        # (HA's discovery subscribes state topics with a cool-down, so states come late).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tracker.first.wait(), 20)
+        deadline = time.monotonic() + 15
+        while True:
+            await tracker.quiet(0.3, 15)
+            await hass.async_block_till_done()
+            cal = _ha.platform_entities(hass, platform_name)
+            cal_good = [e for e in cal if (st := hass.states.get(e.entity_id)) and st.state not in BAD_STATES]
+            if (cal and len(cal_good) == sum(e.disabled_by is None for e in cal)) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        if not cal_good:
+            raise RuntimeError(f"{variant}: the calibration device got no {platform_name} entity with a state")
+        per_device = Counter(e.domain for e in cal)
+        tracker.domains = frozenset(per_device)
+        tracker.exclude = frozenset(e.entity_id for e in cal)
+
+        await _ha.flush_storage(hass)
+        gc.collect()
+        rss0 = _ha.rss_bytes()
+
+        phase("calibrated")
+        # Discovery
+        tracker.expected = len(cal_good) * devices
+        cpu0 = time.process_time()
+        sent = await pub.request(op="discover", variant=variant, prefix="bench", count=devices)
+        try:
+            await asyncio.wait_for(tracker.ready.wait(), args.timeout)
+        except TimeoutError:
+            raise RuntimeError(
+                f"{variant}: only {len(tracker.good)} of {tracker.expected} entities had a state after {args.timeout} s"
+            ) from None
+        t_ready, cpu_ready = tracker.ready_at
+        await hass.async_block_till_done()
+        bench_entries = [e for e in _ha.platform_entities(hass, platform_name) if e.entity_id not in tracker.exclude]
+        bench_devices = {_ha.device_key(hass, e) for e in bench_entries}
+        await _ha.flush_storage(hass)
+        gc.collect()
+        rss1 = _ha.rss_bytes()
+
+        phase("discovered")
+        # Idle CPU (background work of this HA with these entities)
+        idle_cpu0 = time.process_time()
+        await asyncio.sleep(0.5)
+        idle_cpu = (time.process_time() - idle_cpu0) / 0.5
+
+        phase("idle measured")
+        # State updates
+        temp_sensor: dict[int, str] = {}
+        for entry in bench_entries:
+            device_class = entry.original_device_class or entry.device_class
+            key = _ha.device_key(hass, entry)
+            if entry.domain == "sensor" and device_class == "temperature" and key is not None:
+                temp_sensor[int(key.rsplit("_", 1)[1])] = entry.entity_id
+        if len(temp_sensor) != devices:
+            raise RuntimeError(f"{variant}: found {len(temp_sensor)} temperature sensors for {devices} devices")
+        tracker.watch = {entity_id: [] for entity_id in temp_sensor.values()}
+        tracker.updates_expected = args.updates
+        cpu_u0 = time.process_time()
+        published = await pub.request(
+            op="updates",
+            variant=variant,
+            prefix="bench",
+            devices=devices,
+            count=args.updates,
+            rate=args.rate,
+            qos=args.qos,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tracker.updated.wait(), 30 + args.updates / max(args.rate, 1))
+        cpu_u1 = tracker.updated_at[1] if tracker.updated.is_set() else time.process_time()
+        t_pub: list[float] = published["t_pub"]
+        latencies: list[float] = []
+        for i, t in enumerate(t_pub):
+            times = tracker.watch[temp_sensor[i % devices + 1]]
+            if i // devices < len(times):
+                latencies.append(times[i // devices] - t)
+        await hass.async_block_till_done()
+
+        phase("updates done")
+        return {
+            "variant": variant,
+            "devices": devices,
+            "per_device": dict(per_device),
+            "per_device_with_state": len(cal_good),
+            "entities": len(bench_entries),
+            "devices_registered": len(bench_devices - {None}),
+            "config_messages": sent["messages"],
+            "publish_s": sent["t1"] - sent["t0"],
+            "discovery_s": t_ready - sent["t0"],
+            "discovery_cpu_s": cpu_ready - cpu0,
+            "rss_kib_per_entity": (rss1 - rss0) / 1024 / max(len(bench_entries), 1),
+            "rss_mib": rss1 / 2**20,
+            "idle_cpu_per_s": idle_cpu,
+            "updates": args.updates,
+            "updates_seen": tracker.updates_seen,
+            "update_cpu_s_per_1000": (cpu_u1 - cpu_u0) / max(tracker.updates_seen, 1) * 1000,
+            "latency_p50_ms": _percentile(latencies, 50) * 1000,
+            "latency_p99_ms": _percentile(latencies, 99) * 1000,
+            "latency_max_ms": max(latencies, default=float("nan")) * 1000,
+            "warnings": dict(logs.counts),
+            "warning_samples": logs.samples,
+        }
+    finally:
+        if hass is not None:
+            with contextlib.suppress(Exception):
+                await hass.async_stop()
+        await pub.close()
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        phase("stopped")
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    """Entry point of one trial process: prints one RESULT line."""
+    from homeassistant.runner import create_event_loop  # noqa: PLC0415
+
+    result = asyncio.run(run_trial(args), loop_factory=create_event_loop)
+    print(RESULT_MARK + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------- the orchestrator
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    mosq = "unknown"
+    with contextlib.suppress(Exception):
+        from tests.broker import find_mosquitto  # noqa: PLC0415
+
+        out = subprocess.run([find_mosquitto(), "-h"], capture_output=True, text=True, check=False).stdout
+        mosq = out.splitlines()[0].strip()
+    return {
+        "cpus (nproc)": str(os.cpu_count()),
+        "cpu": cpu,
+        "ram": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "home assistant": importlib.metadata.version("homeassistant"),
+        "paho-mqtt": importlib.metadata.version("paho-mqtt"),
+        "broker": mosq,
+    }
+
+
+def run_worker(variant: str, args: argparse.Namespace, log_dir: Path, trial: int) -> dict[str, Any] | None:
+    """Run one trial in a fresh process; None (and the log tail) if it failed."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        variant,
+        "--devices",
+        str(args.devices),
+        "--updates",
+        str(args.updates),
+        "--rate",
+        str(args.rate),
+        "--qos",
+        str(args.qos),
+        "--timeout",
+        str(args.timeout),
+    ]
+    log = log_dir / f"{trial:02d}-{variant}.log"
+    with log.open("w") as err:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, check=False, cwd=REPO)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_MARK):
+            result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
+            return result
+    tail = log.read_text().splitlines()[-15:]
+    print(f"  {variant} trial {trial} FAILED (exit {proc.returncode}); log {log}:", file=sys.stderr)
+    for line in tail:
+        print(f"    {line}", file=sys.stderr)
+    return None
+
+
+METRICS = (
+    ("discovery_s", "time until all entities exist (s)", "{:.2f}"),
+    ("discovery_cpu_s", "HA CPU during discovery (s)", "{:.2f}"),
+    ("update_cpu_s_per_1000", "HA CPU per 1,000 state messages (s)", "{:.3f}"),
+    ("latency_p50_ms", "publish -> state_changed p50 (ms)", "{:.1f}"),
+    ("latency_p99_ms", "publish -> state_changed p99 (ms)", "{:.1f}"),
+    ("rss_kib_per_entity", "RSS growth per entity (KiB)", "{:.1f}"),
+)
+
+
+def summarize(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, command: str) -> str:
+    """The markdown report (also printed)."""
+    lines = [f"Command: `{command}`", ""]
+    lines += [f"- {key}: {value}" for key, value in machine().items()]
+    lines.append("")
+    medians: dict[str, dict[str, float]] = {}
+    for variant, runs in results.items():
+        if runs:
+            medians[variant] = {key: statistics.median(r[key] for r in runs) for key, _, _ in METRICS}
+    header = "| metric (median of runs) | " + " | ".join(
+        f"{'HA MQTT discovery' if v == 'baseline' else 'thermo_bridge'} (n={len(results[v])})" for v in medians
+    )
+    has_ratio = set(medians) == set(VARIANTS)
+    lines.append(header + (" | ours / baseline |" if has_ratio else " |"))
+    lines.append("|---" * (len(medians) + 1 + has_ratio) + "|")
+    for key, label, fmt in METRICS:
+        row = f"| {label} | " + " | ".join(fmt.format(medians[v][key]) for v in medians)
+        if has_ratio:
+            base = medians["baseline"][key]
+            row += f" | {medians['ours'][key] / base:.2f}" if base else " | n/a"
+        lines.append(row + " |")
+    lines.append("")
+    for variant, runs in results.items():
+        if not runs:
+            lines.append(f"- {variant}: every trial failed (see the logs printed above)")
+            continue
+        first = runs[0]
+        domains = ", ".join(f"{n} {d}" for d, n in sorted(first["per_device"].items()))
+        lines.append(
+            f"- {variant}: per device {domains} ({first['per_device_with_state']} with a state); "
+            f"{first['entities']} entities on {first['devices_registered']} devices; "
+            f"{first['config_messages']} retained messages announced them; "
+            f"updates seen {min(r['updates_seen'] for r in runs)}/{args.updates} (worst run); "
+            f"HA RSS after discovery {statistics.median(r['rss_mib'] for r in runs):.0f} MiB; "
+            f"idle CPU {statistics.median(r['idle_cpu_per_s'] for r in runs) * 1000:.0f} ms/s"
+        )
+        per_run = "; ".join(
+            f"{r['discovery_s']:.2f} s / {r['update_cpu_s_per_1000']:.3f} s / {r['latency_p99_ms']:.0f} ms"
+            for r in runs
+        )
+        lines.append(f"  - each run (discovery / CPU per 1,000 / p99): {per_run}")
+        warnings = Counter[str]()
+        for r in runs:
+            warnings.update(r["warnings"])
+        if warnings:
+            lines.append(f"  - log records >= WARNING: {dict(warnings)}")
+            for name, sample in first["warning_samples"].items():
+                lines.append(f"    - {name}: {sample}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=1000, help="thermostats (4 entities each)")
+    parser.add_argument("--updates", type=int, default=1000, help="state messages in the update phase")
+    parser.add_argument("--rate", type=float, default=1000.0, help="state messages per second")
+    parser.add_argument("--qos", type=int, choices=(0, 1), default=0, help="QoS of the state messages")
+    parser.add_argument("--repeats", type=int, default=3, help="trials per variant")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: baseline,ours")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all entities")
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(args)
+        return
+
+    variants = [v for v in args.variants.split(",") if v]
+    command = shlex.join([".venv/bin/python", "bench/ha_discovery.py", *sys.argv[1:]])
+    log_dir = Path(tempfile.mkdtemp(prefix="tb-bench-logs-"))
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    started = time.monotonic()
+    trial = 0
+    for repeat in range(args.repeats):
+        order = variants if repeat % 2 == 0 else variants[::-1]
+        for variant in order:
+            trial += 1
+            print(f"trial {trial}: {variant}, {args.devices} devices ...", file=sys.stderr, flush=True)
+            result = run_worker(variant, args, log_dir, trial)
+            if result is not None:
+                results[variant].append(result)
+                print(
+                    f"  discovery {result['discovery_s']:.2f} s, CPU/1000 updates "
+                    f"{result['update_cpu_s_per_1000']:.3f} s, p50/p99 {result['latency_p50_ms']:.1f}/"
+                    f"{result['latency_p99_ms']:.1f} ms, {result['rss_kib_per_entity']:.1f} KiB/entity",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    report = summarize(results, args, command)
+    print(report)
+    print(f"\n(total {time.monotonic() - started:.0f} s; worker logs in {log_dir})", file=sys.stderr)
+    if not all(results.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
