@@ -28,8 +28,17 @@ def find_mosquitto() -> str:
             return found
     raise RuntimeError(
         "mosquitto binary not found: run scripts/setup (it installs the Debian packages "
-        "'mosquitto' and 'mosquitto-clients') or install them yourself"
+        f"'mosquitto' and 'mosquitto-clients') or install them yourself; {mosquitto_env_note()}"
     )
+
+
+def find_mosquitto_passwd() -> str:
+    """Path of mosquitto_passwd (package 'mosquitto'), or a RuntimeError that says how to get it."""
+    for candidate in ("mosquitto_passwd", "/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd"):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise RuntimeError("mosquitto_passwd not found: install the Debian package 'mosquitto' (scripts/setup does)")
 
 
 def free_port() -> int:
@@ -42,7 +51,15 @@ def free_port() -> int:
 class Mosquitto:
     """One private broker process; ``start``/``stop``/``restart`` keep its ports and data."""
 
-    def __init__(self, workdir: Path, *, websockets: bool = True, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        websockets: bool = True,
+        extra_config: str = "",
+        users: dict[str, str] | None = None,
+    ) -> None:
+        """``users`` (name -> password) turns anonymous access off and writes a password file."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
@@ -53,7 +70,7 @@ class Mosquitto:
         self.log_file = workdir / "mosquitto.log"
         lines = [
             "per_listener_settings false",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if users else 'true'}",
             "persistence true",
             f"persistence_location {workdir}/",
             "autosave_interval 1",
@@ -64,6 +81,21 @@ class Mosquitto:
             f"log_dest file {self.log_file}",
             f"listener {self.port} 127.0.0.1",
         ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # Started as root, mosquitto drops to the 'mosquitto' user, which cannot write the
+            # log or the persistence file in a root-owned test folder (nor read a 0600 password
+            # file): restarts would silently lose persistent sessions. Stay root instead.
+            lines.insert(0, "user root")
+        if users:
+            password_file = workdir / "passwords"
+            password_file.write_text("")
+            for name, password in users.items():
+                subprocess.run(
+                    [find_mosquitto_passwd(), "-b", str(password_file), name, password],
+                    check=True,
+                    capture_output=True,
+                )
+            lines.insert(2, f"password_file {password_file}")
         if self.ws_port is not None:
             lines += [f"listener {self.ws_port} 127.0.0.1", "protocol websockets", "socket_domain ipv4"]
         self.config_file.write_text("\n".join(lines) + "\n" + extra_config)

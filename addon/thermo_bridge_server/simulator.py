@@ -41,6 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from thermo_bridge_protocol import (
     DEFAULT_BASE_TOPIC,
+    MAX_PAYLOAD_BYTES,
     Ack,
     AckStatus,
     Command,
@@ -843,10 +844,17 @@ class Simulator:
 
     @staticmethod
     def _command_id(payload: bytes) -> str | None:
+        """The id of a refused command, so the error can be acked; lenient (NaN, duplicates) on purpose."""
         try:
-            command_id = decode_object(payload).get("id")
+            data = decode_object(payload)
         except ProtocolError:
-            return None
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                return None
+            try:
+                data = json.loads(payload)
+            except (ValueError, RecursionError):
+                return None
+        command_id = data.get("id") if isinstance(data, dict) else None
         return command_id if isinstance(command_id, str) and COMMAND_ID_RE.fullmatch(command_id) else None
 
     @staticmethod
