@@ -312,6 +312,13 @@ class Authenticator:
             return False
         return True
 
+    async def close(self) -> None:
+        """Cancel a JWKS fetch still in flight (server shutdown); the cache is kept."""
+        task = self._inflight
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+
     async def authenticate(self, token: str) -> Principal:
         """Verify ``token`` fully; raise ApiError 401 (or 503 while keys are unobtainable)."""
         try:

@@ -591,6 +591,21 @@ async def test_cancelled_request_does_not_cancel_shared_fetch(
     assert jwks_server.jwks_requests == 1
 
 
+async def test_close_cancels_a_fetch_in_flight(jwks_server: JwksServer, http_session: aiohttp.ClientSession) -> None:
+    jwks_server.delay = 0.5
+    authenticator = Authenticator(jwks_server.settings(), http_session)
+    prefetch = asyncio.create_task(authenticator.prefetch())
+    await asyncio.sleep(0.05)
+    assert not prefetch.done()
+    await authenticator.close()
+    with pytest.raises(asyncio.CancelledError):
+        await prefetch
+    assert authenticator.key_ids == frozenset()
+    jwks_server.delay = 0
+    assert await authenticator.prefetch() is True  # still usable afterwards
+    await authenticator.close()  # idempotent, nothing in flight
+
+
 async def test_jwks_outage_before_first_fetch_is_503_then_recovers(env: Env) -> None:
     server = env.server
     server.status = 500
