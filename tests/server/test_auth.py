@@ -33,6 +33,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from tests.server.jwks import ALT_JWKS_PATH, HOMES_CLAIM, JwksServer, b64url, b64url_json
+from thermo_bridge_server import auth as auth_module
 from thermo_bridge_server.auth import (
     Authenticator,
     AuthSettings,
@@ -293,6 +294,14 @@ ATTACKS: list[tuple[str, Callable[[JwksServer], str | None], int, str, str | Non
         "invalid_token",
         "invalid_token",
     ),
+    ("header_not_an_object", lambda _s: "Bearer W10.e30.c2ln", 401, "invalid_token", "invalid_token"),
+    (
+        "scope_not_a_string",
+        lambda s: "Bearer " + s.make_token(permissions=None, custom={"scope": ["read:devices"]}),
+        401,
+        "invalid_token",
+        "invalid_token",
+    ),
     (
         "not_json_header",
         lambda _s: "Bearer " + b64url(b"\xff\xfe") + ".e30.c2ln",
@@ -344,6 +353,8 @@ REASONS: dict[str, str | None] = {
     "garbage_base64": "unreadable token header",
     "two_segments": "not a signed JWT",
     "jwe_five_segments": "not a signed JWT",
+    "header_not_an_object": "unreadable token header",
+    "scope_not_a_string": "claim scope must be a space-separated string",
     "not_json_header": "unreadable token header",
     "no_authorization_header": None,
     "basic_scheme": None,
@@ -730,10 +741,68 @@ async def test_non_signing_and_non_rsa_keys_are_ignored(env: Env) -> None:
     assert "unknown signing key" in challenge(resp)
 
 
+def test_parse_jwks_skips_weak_and_incomplete_keys() -> None:
+    server = JwksServer()
+    good_kid = server.add_key()
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the point
+    weak_numbers = weak.public_key().public_numbers()
+    document = server.jwks_document()
+    document["keys"] += [
+        {"kty": "RSA", "use": "sig", "kid": "weak", "n": b64url(weak_numbers.n.to_bytes(128, "big")), "e": "AQAB"},
+        {k: v for k, v in document["keys"][0].items() if k != "kid"},  # no kid
+        {**document["keys"][0], "kid": ""},
+        "not a key",
+        {**document["keys"][0], "kid": "no-use-field", "use": None},
+    ]
+    document["keys"][-1].pop("use")
+    keys = parse_jwks(document, ["RS256"])
+    assert set(keys) == {good_kid, "no-use-field"}  # "use" is optional in a JWK
+
+
+async def test_oversized_jwks_document_is_refused(env: Env) -> None:
+    env.server.raw_body = b'{"keys": [' + b" " * (600 * 1024) + b"]}"
+    resp = await env.get(f"Bearer {env.server.make_token()}")
+    await assert_error(resp, 503, "auth_unavailable")
+    assert env.authenticator.stats.jwks_fetch_failures == 1
+
+
+async def test_verified_cache_is_bounded(
+    jwks_server: JwksServer, http_session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth_module, "_VERIFIED_CACHE_SIZE", 3)
+    authenticator = Authenticator(jwks_server.settings(), http_session)
+    tokens = [jwks_server.make_token(f"auth0|u{i}") for i in range(5)]
+    for token in tokens:
+        await authenticator.authenticate(token)
+    assert len(authenticator._verified) == 3
+    await authenticator.authenticate(tokens[-1])
+    assert authenticator.stats.cache_hits == 1
+    assert (await authenticator.authenticate(tokens[0])).sub == "auth0|u0"  # evicted: verified again
+    assert authenticator.stats.cache_hits == 1
+
+
+async def test_require_permission_without_middleware_is_401(aiohttp_client: Any) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            require_permission(request, "read:devices")
+        except ApiError as err:
+            return error_response(err)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/x", handler)
+    client = await aiohttp_client(app)
+    await assert_error(await client.get("/x"), 401, "unauthorized")
+
+
 def test_settings_refuse_symmetric_and_unknown_algorithms() -> None:
     for algorithms in (("HS256",), ("RS256", "none"), ("ES256",), ()):
         with pytest.raises(ValueError):  # noqa: PT011
             AuthSettings(issuer="https://t.eu.auth0.com/", audience="a", algorithms=algorithms)
+    with pytest.raises(ValueError, match="issuer"):
+        AuthSettings(issuer="", audience="a")
+    with pytest.raises(ValueError, match="audience"):
+        AuthSettings(issuer="https://t.eu.auth0.com/", audience="")
     settings = AuthSettings(issuer="https://t.eu.auth0.com/", audience="a")
     assert settings.effective_jwks_url == "https://t.eu.auth0.com/.well-known/jwks.json"
 
