@@ -122,7 +122,7 @@ class Principal:
 
 
 class JwksUnavailableError(Exception):
-    """The JWKS could not be fetched and no cached keys exist."""
+    """The JWKS could not be fetched (just now, or recently enough that we do not retry yet)."""
 
 
 def _www_authenticate(error: str | None = None, description: str | None = None, scope: str | None = None) -> str:
