@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from thermo_bridge_protocol import (
@@ -40,6 +41,11 @@ _LOGGER = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL: Final = 60.0
 _REJECT_LOG_KEYS: Final = 10_000
+
+
+def canonical_config(config: DeviceConfig) -> DeviceConfig:
+    """``config`` with its measurements in key order: the order carries no meaning."""
+    return replace(config, measurements=tuple(sorted(config.measurements, key=lambda m: m.key)))
 
 
 class RateLimitedLog:
@@ -190,6 +196,8 @@ class Ingest(ProtocolHandler):
         """Store a discovered or changed device (not while seeding from the store itself)."""
         if self._seeding:
             return
+        if previous is not None and canonical_config(previous) == canonical_config(config):
+            return  # e.g. the retained config re-read after a restart (the store does not keep measurement order)
         if previous is None:
             _LOGGER.info("device %s discovered (%s)", device_id, config.kind)
         self._write(self.store.apply_config, config, self._now())

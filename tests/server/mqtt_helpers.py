@@ -1,12 +1,10 @@
-"""Helpers for the MQTT transport and ingest tests: certificates, password files, polling."""
+"""Helpers for the MQTT transport and ingest tests: certificates and polling."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import ipaddress
-import os
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,23 +86,6 @@ def make_pki(folder: Path, name: str = "Test CA") -> Pki:
     _write_key(server_key, pki.server_key)
     _write_key(client_key, pki.client_key)
     return pki
-
-
-def password_file(folder: Path, username: str, password: str) -> Path:
-    """A mosquitto password file made with ``mosquitto_passwd``."""
-    path = folder / "passwd"
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), username, password], check=True, capture_output=True)
-    return path
-
-
-def keep_user() -> str:
-    """Config line so a broker started as root keeps reading files under pytest's 0700 tmp folders.
-
-    mosquitto started as root switches to the ``mosquitto`` user, which cannot read a password
-    file or certificates in root's private tmp folder.
-    """
-    return "user root\n" if os.geteuid() == 0 else ""
 
 
 async def wait_for(predicate: Callable[[], bool], seconds: float = 10.0, what: str = "condition") -> None:

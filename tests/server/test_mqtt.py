@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.broker import Mosquitto, free_port
-from tests.server.mqtt_helpers import keep_user, make_pki, password_file, wait_for
+from tests.server.mqtt_helpers import make_pki, wait_for
 from thermo_bridge_server.config import MqttSettings
 from thermo_bridge_server.mqtt import (
     MqttAuthError,
@@ -232,7 +232,7 @@ def tls_broker(tmp_path: Path) -> Any:
     extra = (
         f"listener {port} 127.0.0.1\n"
         f"cafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
-        "require_certificate true\n" + keep_user()
+        "require_certificate true\n"
     )
     broker = Mosquitto(tmp_path / "tls", websockets=False, extra_config=extra)
     broker.start()
@@ -281,12 +281,7 @@ async def test_tls_with_an_unknown_ca_is_refused(tls_broker: Any, tmp_path: Path
 
 @pytest.fixture
 def auth_broker(tmp_path: Path) -> Any:
-    passwd = password_file(tmp_path / "auth", "thermo", "s3cret")
-    broker = Mosquitto(
-        tmp_path / "authbroker",
-        websockets=False,
-        extra_config=f"allow_anonymous false\npassword_file {passwd}\n{keep_user()}",
-    )
+    broker = Mosquitto(tmp_path / "authbroker", websockets=False, users={"thermo": "s3cret"})
     broker.start()
     yield broker
     broker.stop()
