@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.broker import Mosquitto, find_mosquitto, free_port
+from tests.broker import Mosquitto, find_mosquitto
 from thermo_bridge_protocol import (
     Ack,
     AckStatus,
@@ -50,7 +51,7 @@ class Collector(ProtocolHandler):
         self.acks: list[tuple[str, Ack]] = []
         self.events: list[tuple[str, DeviceEvent]] = []
         self.rejected: list[tuple[str | None, str, bytes]] = []
-        self.order: list[tuple[str, str]] = []
+        self.timeline: list[StateUpdate | Ack] = []
 
     def on_config(self, device_id: str, config: DeviceConfig, previous: DeviceConfig | None) -> None:
         with self.lock:
@@ -63,7 +64,7 @@ class Collector(ProtocolHandler):
     def on_state(self, device_id: str, update: StateUpdate) -> None:
         with self.lock:
             self.states.append((device_id, update))
-            self.order.append(("state", device_id))
+            self.timeline.append(update)
 
     def on_availability(self, device_id: str, online: bool) -> None:
         with self.lock:
@@ -72,7 +73,7 @@ class Collector(ProtocolHandler):
     def on_ack(self, device_id: str, ack: Ack) -> None:
         with self.lock:
             self.acks.append((device_id, ack))
-            self.order.append(("ack", device_id))
+            self.timeline.append(ack)
 
     def on_event(self, device_id: str, event: DeviceEvent) -> None:
         with self.lock:
@@ -235,9 +236,13 @@ async def test_commands_are_applied_then_acked(
     assert report.values["target_temperature"] == 23.5
     assert report.values["hvac_action"] in {HvacAction.COOLING, HvacAction.IDLE}
     with seen.lock:
-        assert seen.order.index(("ack", "sim_thermostat_1")) > max(
-            i for i, item in enumerate(seen.order) if item == ("state", "sim_thermostat_1") and i > 0
-        ) or seen.order[-1] == ("ack", "sim_thermostat_1")
+        ack_at = next(i for i, m in enumerate(seen.timeline) if isinstance(m, Ack))
+        report_at = next(
+            i
+            for i, m in enumerate(seen.timeline)
+            if isinstance(m, StateUpdate) and m.values.get("target_temperature") == 23.5
+        )
+    assert report_at < ack_at
     assert sim.commands == [("sim_thermostat_1", command)]
     assert sim.devices["sim_thermostat_1"].state["target_temperature"] == 23.5
 
@@ -418,8 +423,16 @@ def test_constructor_rejects_nonsense() -> None:
 # ---------------------------------------------------------------------- errors and the CLI
 
 
-def test_closed_port_is_a_clear_simulator_error() -> None:
-    port = free_port()
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port bound but not listening: connections are refused and nobody else can take it meanwhile."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield int(holder.getsockname()[1])
+
+
+def test_closed_port_is_a_clear_simulator_error(closed_port: int) -> None:
+    port = closed_port
     with pytest.raises(SimulatorError, match=rf"cannot connect to the MQTT broker at 127\.0\.0\.1:{port}"):
         Simulator("127.0.0.1", port).start(timeout=3)
 
@@ -429,8 +442,8 @@ def test_unknown_host_is_a_clear_simulator_error() -> None:
         Simulator("no-such-host.invalid", 1883).start(timeout=3)
 
 
-def test_cli_exits_non_zero_on_a_closed_port() -> None:
-    port = free_port()
+def test_cli_exits_non_zero_on_a_closed_port(closed_port: int) -> None:
+    port = closed_port
     result = subprocess.run(
         [sys.executable, "-m", "thermo_bridge_server.simulator", "--port", str(port), "--duration", "1"],
         capture_output=True,
