@@ -255,6 +255,7 @@ async def _stop(c: Components, started: set[str]) -> None:
         await _step("send the last acknowledgements", c.transport.flush_acks)
         await _step("disconnect from the broker", c.transport.disconnect)
     started.clear()
+    await _step("cancel a JWKS fetch in flight", c.authenticator.close)
     await _step("close the HTTP client session", c.session.close)
 
 

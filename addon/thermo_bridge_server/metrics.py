@@ -208,4 +208,5 @@ def _numeric_gauges(out: Exposition, prefix: tuple[str, ...], help_text: str, it
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         name = metric_name(*prefix, str(key))
-        out.add(name, "gauge", f"{help_text} {key!s}.", value)
+        kind = "counter" if name.endswith("_total") else "gauge"
+        out.add(name, kind, f"{help_text} {key!s}.", value)

@@ -23,6 +23,7 @@ from tests.broker import Mosquitto, free_port
 from tests.server.api_stack import make_config, wait_for
 from tests.server.jwks import JwksServer
 from thermo_bridge_server.app import COMPONENTS, create_app
+from thermo_bridge_server.config import OPTIONS
 from thermo_bridge_server.discovery import SERVICE_TYPE, Advertiser
 from thermo_bridge_server.simulator import Simulator
 from thermo_bridge_server.store import create_store
@@ -300,3 +301,11 @@ def test_help_lists_the_options() -> None:
     assert result.returncode == 0
     for flag in ("--rate-limit-per-minute", "--cors-origins", "--dev-auth", "--zeroconf", "--store-url"):
         assert flag in result.stdout
+
+
+def test_readme_documents_every_option() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("<!-- server-start -->") : readme.index("<!-- server-end -->")]
+    for option in OPTIONS:
+        row = f"| `{option.name}` | `{option.env}` | `{option.cli}` |"
+        assert row in section, f"README's configuration table lacks {option.name}"
