@@ -537,3 +537,49 @@ async def test_shared_group_workers_share_the_load(store: Store, servers: Any, s
     assert all(share > 0 for share in shares), shares
     for worker in workers:  # each knows every device (configs are not shared)
         assert set(worker.ingest.router.devices) == set(sim.devices)
+
+
+async def test_shared_group_worker_learns_retained_availability(store: Store, servers: Any, simulators: Any) -> None:
+    # Announced (retained config and "online") before any worker runs. mosquitto 2.0 happens to
+    # send retained messages to shared subscriptions too; MQTT v5 brokers that follow 4.8.2 do
+    # not, which is why every worker also subscribes to availability normally.
+    sim = await simulators(thermostats=2)
+    worker = await servers("late-worker", shared_group="ingest")
+    for device_id in sim.devices:
+
+        def read(device_id: str = device_id) -> Awaitable[Any]:
+            return store.get_device(device_id)
+
+        device = await _until(read, lambda d: d is not None and d.online is True)
+        assert device.online is True
+    assert set(worker.ingest.router.devices) == set(sim.devices)
+
+
+async def test_qos1_redelivery_after_a_lost_ack_is_not_stored_twice(
+    store: Store, servers: Any, publisher: MqttTransport
+) -> None:
+    """The store committed, the connection dropped before the PUBACK: the broker redelivers, we store once."""
+    server = await servers()
+    await _manual_thermostat(store, publisher, "redeliver_1")
+    transport = server.transport
+    finish = transport._finish
+    lost: list[Any] = []
+
+    def lose_first_ack(inbound: Any) -> None:
+        if not lost and inbound.qos == 1:
+            lost.append(inbound)  # committed, but the connection drops before the ack leaves
+            transport._abort()
+        finish(inbound)
+
+    transport._finish = lose_first_ack
+    payload = json.dumps({"temperature": 21.5, "seq": 1, "ts": round(time.time(), 3)}).encode()
+    await publisher.publish(device_topic(BASE, "redeliver_1", MessageKind.STATE), payload, 1, False)
+    await wait_for(lambda: bool(lost), what="the first delivery")
+    await wait_for(lambda: transport.stats.connects >= 2, what="the reconnection")
+    await wait_for(lambda: server.ingest.duplicates == 1, what="the redelivery, recognised")
+    assert transport.stats.acks_dropped == 1  # the stale ack was not sent on the new connection
+    seqs = await stored_seqs(store)
+    assert seqs["redeliver_1"] == [1]
+    state = await store.get_state("redeliver_1")
+    assert state is not None
+    assert state.values["temperature"] == 21.5
