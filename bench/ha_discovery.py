@@ -39,11 +39,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import gc
 import importlib.metadata
 import json
 import os
 import platform
+import pstats
 import shlex
 import shutil
 import statistics
@@ -179,6 +181,30 @@ class Tracker:
                 return
 
 
+class Profiler:
+    """cProfile of the event loop thread over one phase, when ``--profile DIR`` is given.
+
+    Profiling slows HA down: the figures of a profiled run are not comparable.
+    """
+
+    def __init__(self, directory: str | None, variant: str, phase: str) -> None:
+        self.path = Path(directory) / f"{variant}-{phase}-{os.getpid()}.pstats" if directory else None
+        self.profile = cProfile.Profile() if self.path else None
+        if self.profile is not None:
+            self.profile.enable()
+
+    def stop(self) -> None:
+        if self.profile is None or self.path is None:
+            return
+        self.profile.disable()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.profile.dump_stats(self.path)
+        stats = pstats.Stats(self.profile, stream=sys.stderr)
+        print(f"profile of {self.path.name} (top 40 by own time):", file=sys.stderr)
+        stats.sort_stats("tottime").print_stats(40)
+        self.profile = None
+
+
 def _percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -192,6 +218,7 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
     import logging  # noqa: PLC0415 - keep the orchestrator free of HA imports
 
     from homeassistant.const import EVENT_STATE_CHANGED  # noqa: PLC0415
+    from homeassistant.core import Event, EventStateChangedData, callback  # noqa: PLC0415
 
     from bench import _ha  # noqa: PLC0415
     from tests.broker import Mosquitto  # noqa: PLC0415
@@ -223,7 +250,13 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
         logs.samples.clear()
         phase("HA started, MQTT connected")
         tracker = Tracker()
-        hass.bus.async_listen(EVENT_STATE_CHANGED, tracker)
+
+        @callback
+        def on_state_changed(event: Event[EventStateChangedData]) -> None:
+            # A @callback runs in the event loop; a plain callable would be sent to the executor.
+            tracker(event)
+
+        hass.bus.async_listen(EVENT_STATE_CHANGED, on_state_changed)
 
         # Calibration: what does one device become?
         await pub.request(op="discover", variant=variant, prefix="cal", count=1)
@@ -253,6 +286,7 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
         phase("calibrated")
         # Discovery
         tracker.expected = len(cal_good) * devices
+        profiler = Profiler(args.profile, variant, "discovery")
         cpu0 = time.process_time()
         sent = await pub.request(op="discover", variant=variant, prefix="bench", count=devices)
         try:
@@ -262,6 +296,7 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
                 f"{variant}: only {len(tracker.good)} of {tracker.expected} entities had a state after {args.timeout} s"
             ) from None
         t_ready, cpu_ready = tracker.ready_at
+        profiler.stop()
         await hass.async_block_till_done()
         bench_entries = [e for e in _ha.platform_entities(hass, platform_name) if e.entity_id not in tracker.exclude]
         bench_devices = {_ha.device_key(hass, e) for e in bench_entries}
@@ -287,6 +322,7 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"{variant}: found {len(temp_sensor)} temperature sensors for {devices} devices")
         tracker.watch = {entity_id: [] for entity_id in temp_sensor.values()}
         tracker.updates_expected = args.updates
+        profiler = Profiler(args.profile, variant, "updates")
         cpu_u0 = time.process_time()
         published = await pub.request(
             op="updates",
@@ -299,6 +335,7 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(tracker.updated.wait(), 30 + args.updates / max(args.rate, 1))
+        profiler.stop()
         cpu_u1 = tracker.updated_at[1] if tracker.updated.is_set() else time.process_time()
         t_pub: list[float] = published["t_pub"]
         latencies: list[float] = []
@@ -330,7 +367,7 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
             "latency_p99_ms": _percentile(latencies, 99) * 1000,
             "latency_max_ms": max(latencies, default=float("nan")) * 1000,
             "warnings": dict(logs.counts),
-            "warning_samples": logs.samples,
+            "warning_samples": dict(logs.samples),
         }
     finally:
         if hass is not None:
@@ -401,6 +438,7 @@ def run_worker(variant: str, args: argparse.Namespace, log_dir: Path, trial: int
         str(args.qos),
         "--timeout",
         str(args.timeout),
+        *(["--profile", str(Path(args.profile).resolve())] if args.profile else []),
     ]
     log = log_dir / f"{trial:02d}-{variant}.log"
     with log.open("w") as err:
@@ -486,6 +524,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="trials per variant")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: baseline,ours")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all entities")
+    parser.add_argument("--profile", metavar="DIR", help="cProfile each phase into DIR (slows HA down)")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
