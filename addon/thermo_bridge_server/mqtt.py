@@ -196,6 +196,7 @@ class MqttTransport:
         self._misc_handle: asyncio.TimerHandle | None = None
         self._closing = False
         self._tls_ready = False
+        self._connecting: asyncio.Future[None] | None = None
         self._last_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -236,6 +237,8 @@ class MqttTransport:
                 if (task := asyncio.current_task()) is not None and task.cancelling():
                     raise
             self._runner = None
+        if self._connecting is not None and not self._connecting.done():
+            await asyncio.wait([self._connecting], timeout=self.settings.connect_timeout + 1)
         self._abort()
         self._cancel_misc()
         if self._ready is not None and not self._ready.done():
@@ -355,7 +358,10 @@ class MqttTransport:
         self._connack = loop.create_future()
         self._lost = loop.create_future()
         try:
-            await loop.run_in_executor(None, self._blocking_connect)
+            # Shielded: if disconnect() cancels us meanwhile, it waits for this to finish and
+            # closes the socket, instead of leaving a connection open in our session's name.
+            self._connecting = loop.run_in_executor(None, self._blocking_connect)
+            await asyncio.shield(self._connecting)
         except ssl.SSLCertVerificationError as err:
             raise MqttAuthError(f"the broker's TLS certificate was not accepted: {err.verify_message}") from err
         except ssl.SSLError as err:
@@ -377,6 +383,8 @@ class MqttTransport:
     def _abort(self) -> None:
         """Drop the connection now; paho notices the EOF and runs its normal clean-up."""
         sock = self._sock
+        if sock is None and self._client is not None:
+            sock = self._sock = self._client.socket()
         if sock is None:
             return
         with contextlib.suppress(OSError):
