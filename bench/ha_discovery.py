@@ -218,7 +218,7 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
     import logging  # noqa: PLC0415 - keep the orchestrator free of HA imports
 
     from homeassistant.const import EVENT_STATE_CHANGED  # noqa: PLC0415
-    from homeassistant.core import Event, EventStateChangedData, callback  # noqa: PLC0415
+    from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback  # noqa: PLC0415
 
     from bench import _ha  # noqa: PLC0415
     from tests.broker import Mosquitto  # noqa: PLC0415
@@ -240,7 +240,7 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
     broker = Mosquitto(tmp / "broker", websockets=False, extra_config="set_tcp_nodelay true\n")
     broker.start()
     pub = await Publisher.start(broker.port)
-    hass = None
+    hass: HomeAssistant | None = None
     try:
         hass = await _ha.start_home_assistant(tmp / "config")
         await _ha.add_mqtt_entry(hass, broker.host, broker.port)
@@ -346,7 +346,39 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
         await hass.async_block_till_done()
 
         phase("updates done")
+
+        # Restart: stop HA (it writes its registries and config entries), start a new one in
+        # the same config dir; every config and first state is still retained on the broker.
+        await hass.async_stop()
+        hass = None
+        logs.paused = True
+        hass = await _ha.start_home_assistant(tmp / "config")
+        logs.paused = False
+        restart_tracker = Tracker()
+        restart_tracker.domains = tracker.domains
+        restart_tracker.expected = len(cal_good) * (devices + 1)  # the calibration device comes back too
+
+        @callback
+        def on_restart_state(event: Event[EventStateChangedData]) -> None:
+            restart_tracker(event)
+
+        hass.bus.async_listen(EVENT_STATE_CHANGED, on_restart_state)
+        profiler = Profiler(args.profile, variant, "restart")
+        t_restart, cpu_r0 = time.monotonic(), time.process_time()
+        await _ha.set_up_saved_entries(hass)
+        try:
+            await asyncio.wait_for(restart_tracker.ready.wait(), args.timeout)
+        except TimeoutError:
+            raise RuntimeError(
+                f"{variant}: after a restart only {len(restart_tracker.good)} of {restart_tracker.expected} "
+                f"entities had a state after {args.timeout} s"
+            ) from None
+        profiler.stop()
+        phase("restarted")
+
         return {
+            "restart_s": restart_tracker.ready_at[0] - t_restart,
+            "restart_cpu_s": restart_tracker.ready_at[1] - cpu_r0,
             "variant": variant,
             "devices": devices,
             "per_device": dict(per_device),
@@ -461,6 +493,8 @@ METRICS = (
     ("latency_p50_ms", "publish -> state_changed p50 (ms)", "{:.1f}"),
     ("latency_p99_ms", "publish -> state_changed p99 (ms)", "{:.1f}"),
     ("rss_kib_per_entity", "RSS growth per entity (KiB)", "{:.1f}"),
+    ("restart_s", "HA restart: entities back with states (s)", "{:.2f}"),
+    ("restart_cpu_s", "HA CPU during that restart (s)", "{:.2f}"),
 )
 
 
@@ -521,7 +555,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=1000, help="state messages in the update phase")
     parser.add_argument("--rate", type=float, default=1000.0, help="state messages per second")
     parser.add_argument("--qos", type=int, choices=(0, 1), default=0, help="QoS of the state messages")
-    parser.add_argument("--repeats", type=int, default=3, help="trials per variant")
+    parser.add_argument(
+        "--repeats", type=int, help="trials per variant (default 3; 2 for a quick run of <= 100 devices)"
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: baseline,ours")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all entities")
     parser.add_argument("--profile", metavar="DIR", help="cProfile each phase into DIR (slows HA down)")
@@ -531,6 +567,8 @@ def main() -> None:
         worker_main(args)
         return
 
+    if args.repeats is None:
+        args.repeats = 3 if args.devices > 100 else 2
     variants = [v for v in args.variants.split(",") if v]
     command = shlex.join([".venv/bin/python", "bench/ha_discovery.py", *sys.argv[1:]])
     log_dir = Path(tempfile.mkdtemp(prefix="tb-bench-logs-"))
