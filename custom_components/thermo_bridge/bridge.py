@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_call_later
+from homeassistant.util import dt as dt_util
 
 from .const import (
     CONF_BASE_TOPIC,
@@ -169,6 +169,14 @@ def _same(a: StateValue, b: float | str) -> bool:
     return a == b
 
 
+def _devices_with_identifier(registry: dr.DeviceRegistry, identifier: tuple[str, str]) -> list[dr.DeviceEntry]:
+    """Devices carrying ``identifier`` in any config entry (the lookup API changed in HA 2026)."""
+    if hasattr(registry, "async_get_devices"):  # identifiers are unique per config entry since then
+        return registry.async_get_devices(identifiers={identifier})
+    device = registry.async_get_device(identifiers={identifier})  # pragma: no cover - HA < 2026
+    return [device] if device is not None else []  # pragma: no cover - HA < 2026
+
+
 def _snippet(payload: bytes) -> str:
     text = payload[:PAYLOAD_SNIPPET].decode("utf-8", "replace")
     return text + ("…" if len(payload) > PAYLOAD_SNIPPET else "")
@@ -288,9 +296,12 @@ class Bridge(ProtocolHandler):
 
     def _owned_elsewhere(self, device_id: str) -> bool:
         """Whether another config entry (another base topic) already has this device id."""
-        registry = dr.async_get(self.hass)
-        existing = registry.async_get_device(identifiers={(DOMAIN, device_id)})
-        if existing is None or self.entry.entry_id in existing.config_entries:
+        others = [
+            device
+            for device in _devices_with_identifier(dr.async_get(self.hass), (DOMAIN, device_id))
+            if self.entry.entry_id not in device.config_entries
+        ]
+        if not others:
             return False
         if device_id not in self._foreign:
             self._foreign.add(device_id)
@@ -333,7 +344,7 @@ class Bridge(ProtocolHandler):
         if device is None:
             return
         device.values.update(update.values)
-        device.last_seen = time.monotonic()
+        device.last_seen = dt_util.utcnow().timestamp()
         device.last_messages[MessageKind.STATE] = update
         if device.pending:
             self._confirm_from_state(device, update.values)
@@ -359,7 +370,7 @@ class Bridge(ProtocolHandler):
             return
         device.online = online
         if online:
-            device.last_seen = time.monotonic()
+            device.last_seen = dt_util.utcnow().timestamp()
             device.expired = False
         self._update_available(device)
         device.notify()
@@ -387,12 +398,12 @@ class Bridge(ProtocolHandler):
                 self._update_available(device)
             return
         if device.last_seen is None:
-            device.last_seen = time.monotonic()
+            device.last_seen = dt_util.utcnow().timestamp()
 
         @callback
         def check(_now: datetime) -> None:
             device.cancel_expire = None
-            remaining = (device.last_seen or 0.0) + expire_after - time.monotonic()
+            remaining = (device.last_seen or 0.0) + expire_after - dt_util.utcnow().timestamp()
             if remaining > 0:
                 device.cancel_expire = async_call_later(self.hass, remaining, check)
                 return
@@ -531,28 +542,11 @@ class Bridge(ProtocolHandler):
                 translation_placeholders={"device": device.config.name},
             )
         pending = PendingCommand(command, dict(command.values), self.hass.loop.create_future())
-        device.pending[command.command_id] = pending
-        device.rebuild_overlay()
-        changed = frozenset(command.values)
-        try:
-            await self.router.async_send_command(device.device_id, command)
-        except HomeAssistantError as err:
-            device.pending.pop(command.command_id, None)
-            device.rebuild_overlay()
-            device.notify(changed)
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="publish_failed",
-                translation_placeholders={"device": device.config.name, "error": str(err)},
-            ) from err
         timeout = self.command_timeout
-        pending.cancel_timeout = async_call_later(
-            self.hass, timeout, lambda _now: self._command_timed_out(device, command.command_id)
-        )
-        device.notify(changed)
-        if self.optimistic:
-            pending.waiter.set_result(None)
-            return
+
+        @callback
+        def timed_out(_now: datetime) -> None:
+            self._command_timed_out(device, command.command_id)
 
         @callback
         def stop_waiting(_now: datetime) -> None:
@@ -560,7 +554,28 @@ class Bridge(ProtocolHandler):
             if not pending.waiter.done():
                 pending.waiter.set_result(None)
 
-        pending.cancel_wait = async_call_later(self.hass, min(SERVICE_ACK_WAIT, timeout), stop_waiting)
+        # Timers are armed before publishing: a fast device may ack before publish returns.
+        pending.cancel_timeout = async_call_later(self.hass, timeout, timed_out)
+        if self.optimistic:
+            pending.waiter.set_result(None)
+        else:
+            pending.cancel_wait = async_call_later(self.hass, min(SERVICE_ACK_WAIT, timeout), stop_waiting)
+        device.pending[command.command_id] = pending
+        device.rebuild_overlay()
+        changed = frozenset(command.values)
+        device.notify(changed)
+        try:
+            await self.router.async_send_command(device.device_id, command)
+        except HomeAssistantError as err:
+            if device.pending.pop(command.command_id, None) is not None:
+                pending.cancel_timers()
+                device.rebuild_overlay()
+                device.notify(changed)
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="publish_failed",
+                translation_placeholders={"device": device.config.name, "error": str(err)},
+            ) from err
         await pending.waiter
 
     @callback

@@ -16,7 +16,6 @@ from homeassistant.components.climate.const import (
 )
 from homeassistant.const import (
     ATTR_TEMPERATURE,
-    PRECISION_HALVES,
     PRECISION_TENTHS,
     PRECISION_WHOLE,
     UnitOfTemperature,
@@ -47,12 +46,16 @@ async def async_setup_entry(
     await async_setup_platform_entities(hass, entry, async_add_entities, factory)
 
 
-def _precision(step: float) -> float:
-    if step >= 1:
-        return PRECISION_WHOLE
-    if step in (0.5, 1.5, 2.5):
-        return PRECISION_HALVES
-    return PRECISION_TENTHS
+def _precision(config: DeviceConfig, step: float) -> float:
+    """Display precision of temperatures: the measurement's if declared, else from the step.
+
+    HA rounds current and target temperatures alike, so a 0.5 step must not hide a 0.1
+    resolution sensor.
+    """
+    measurement = config.measurement("temperature")
+    if measurement is not None and measurement.precision is not None:
+        return PRECISION_WHOLE if measurement.precision == 0 else PRECISION_TENTHS
+    return PRECISION_WHOLE if step >= 1 else PRECISION_TENTHS
 
 
 class ThermoBridgeClimate(ThermoBridgeEntity, ClimateEntity):
@@ -96,7 +99,7 @@ class ThermoBridgeClimate(ThermoBridgeEntity, ClimateEntity):
         self._attr_min_temp = thermo.min_temp
         self._attr_max_temp = thermo.max_temp
         self._attr_target_temperature_step = thermo.temp_step
-        self._attr_precision = _precision(thermo.temp_step)
+        self._attr_precision = _precision(config, thermo.temp_step)
         measurement = config.measurement("temperature")
         self._current_temperature_unit = _UNITS[measurement.unit] if measurement and measurement.unit else None
         self._has_humidity = config.measurement("humidity") is not None

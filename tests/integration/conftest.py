@@ -1,0 +1,216 @@
+"""Fixtures for the Home Assistant integration tests (run with the phcc plugin)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import __version__ as HA_VERSION
+from homeassistant.core import HomeAssistant
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_mqtt_message,
+    async_fire_time_changed,
+)
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
+from syrupy.assertion import SnapshotAssertion
+
+import custom_components
+from custom_components.thermo_bridge.const import CONF_BASE_TOPIC, DOMAIN
+
+PROJECT_INTEGRATION = Path(__file__).parents[2] / "custom_components"
+# HA resolves custom integrations through the `custom_components` package: make sure it is the
+# project's (phcc ships a testing_config with its own custom_components).
+assert [str(PROJECT_INTEGRATION)] == [str(Path(p)) for p in custom_components.__path__], custom_components.__path__
+
+BASE = "thermo_bridge"
+
+THERMOSTAT_ID = "living"
+SENSOR_ID = "hall"
+
+THERMOSTAT_CONFIG: dict[str, Any] = {
+    "schema": 1,
+    "id": THERMOSTAT_ID,
+    "kind": "thermostat",
+    "name": "Living room",
+    "manufacturer": "Acme",
+    "model": "T-1000",
+    "sw_version": "1.4.2",
+    "measurements": {
+        "temperature": {"unit": "°C", "precision": 1},
+        "humidity": {"unit": "%", "precision": 0},
+        "battery": {"unit": "%"},
+        "signal": {"unit": "dBm"},
+    },
+    "events": ["button_press", "window_open_detected", "fault"],
+    "thermostat": {
+        "hvac_modes": ["off", "heat", "cool", "heat_cool", "auto"],
+        "temperature_unit": "°C",
+        "setpoint": "both",
+        "min_temp": 5,
+        "max_temp": 30,
+        "temp_step": 0.5,
+        "presets": ["eco", "comfort", "away", "boost"],
+        "fan_modes": ["auto", "low", "high"],
+        "swing_modes": ["on", "off"],
+        "humidity": {"min": 30, "max": 60, "step": 1},
+    },
+}
+
+SENSOR_CONFIG: dict[str, Any] = {
+    "schema": 1,
+    "id": SENSOR_ID,
+    "kind": "sensor",
+    "name": "Hall sensor",
+    "manufacturer": "Acme",
+    "model": "S-2",
+    "measurements": {
+        "temperature": {"unit": "°C", "precision": 1},
+        "humidity": {"unit": "%"},
+        "battery": {"unit": "%"},
+        "battery_voltage": {"unit": "V", "precision": 2},
+        "co2": {"unit": "ppm"},
+        "pressure": {"unit": "hPa"},
+        "illuminance": {"unit": "lx"},
+        "pm25": {"unit": "µg/m³"},
+        "signal": {"unit": "dBm"},
+        "window_open": {},
+        "low_battery": {},
+        "fault": {},
+    },
+    "events": ["button_press"],
+}
+
+
+def ha_version() -> tuple[int, int]:
+    """The running Home Assistant's (year, month)."""
+    major, minor = HA_VERSION.split(".")[:2]
+    return int(major), int(minor)
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
+    """Load custom_components/thermo_bridge from the project."""
+
+
+@pytest.fixture(autouse=True)
+async def unload_entries_after_test(hass: HomeAssistant) -> AsyncIterator[None]:
+    """Unload every entry after each test: proves unloading works and leaves no timer behind.
+
+    phcc fails a test on lingering timers; HA's own MQTT keeps a periodic timer until its
+    entry is unloaded, and ours must have cancelled all of theirs by then.
+    """
+    yield
+    # Ours first: HA's MQTT cancels its (unsubscribe cooldown) timers when it unloads.
+    entries = sorted(hass.config_entries.async_entries(), key=lambda entry: entry.domain != DOMAIN)
+    for entry in entries:
+        if entry.state is ConfigEntryState.LOADED:
+            assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    # With the mocked paho client, HA's MQTT misc-loop timer (1 s) is only cancelled on a
+    # socket close that never comes: let it fire (it does not re-arm on the mock).
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=2))
+    await hass.async_block_till_done()
+
+
+class VersionedSnapshotExtension(HomeAssistantSnapshotExtension):
+    """HA's snapshot serializer, one snapshot folder per HA release.
+
+    Entity and registry dumps gain fields between HA releases, so each supported release
+    keeps its own snapshots (both committed) instead of one release's run failing on the
+    other's.
+    """
+
+    @classmethod
+    def dirname(cls, *, test_location: Any) -> str:
+        year, month = ha_version()
+        return str(Path(test_location.filepath).parent / "__snapshots__" / f"ha-{year}.{month}")
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Snapshots with HA's serializer, kept per HA release."""
+    return snapshot.use_extension(VersionedSnapshotExtension)
+
+
+def thermostat_config(**changes: Any) -> dict[str, Any]:
+    """A copy of the thermostat config with top-level or ``thermostat.*`` changes."""
+    config = copy.deepcopy(THERMOSTAT_CONFIG)
+    for key, value in changes.items():
+        if key in config["thermostat"]:
+            config["thermostat"][key] = value
+        else:
+            config[key] = value
+    return config
+
+
+def fire(hass: HomeAssistant, device_id: str, kind: str, payload: Any, base: str = BASE) -> None:
+    """Publish (as the broker would deliver it) a message of ``kind`` from ``device_id``."""
+    if isinstance(payload, dict):
+        payload = json.dumps(payload)
+    async_fire_mqtt_message(hass, f"{base}/{device_id}/{kind}", payload)
+
+
+async def send(hass: HomeAssistant, device_id: str, kind: str, payload: Any, base: str = BASE) -> None:
+    """``fire`` and wait until Home Assistant has processed it."""
+    fire(hass, device_id, kind, payload, base)
+    await hass.async_block_till_done()
+
+
+SetupEntry = Callable[..., Awaitable[MockConfigEntry]]
+
+
+@pytest.fixture
+def setup_entry(hass: HomeAssistant, mqtt_mock: Any) -> SetupEntry:
+    """Set up a thermo_bridge entry on the mocked MQTT (HA's own mqtt_mock)."""
+
+    async def _setup(base: str = BASE, options: dict[str, Any] | None = None) -> MockConfigEntry:
+        entry = MockConfigEntry(
+            domain=DOMAIN,
+            title="Thermo Bridge",
+            unique_id=base,
+            data={CONF_BASE_TOPIC: base},
+            options=options or {},
+        )
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        return entry
+
+    return _setup
+
+
+@pytest.fixture
+async def thermostat(hass: HomeAssistant, setup_entry: SetupEntry) -> MockConfigEntry:
+    """An entry with the thermostat discovered, online and reporting."""
+    entry = await setup_entry()
+    await send(hass, THERMOSTAT_ID, "config", THERMOSTAT_CONFIG)
+    await send(hass, THERMOSTAT_ID, "availability", "online")
+    await send(
+        hass,
+        THERMOSTAT_ID,
+        "state",
+        {
+            "temperature": 20.5,
+            "humidity": 45,
+            "battery": 90,
+            "signal": -60,
+            "hvac_mode": "heat",
+            "hvac_action": "heating",
+            "target_temperature": 21,
+            "target_temperature_low": 19,
+            "target_temperature_high": 24,
+            "target_humidity": 40,
+            "preset": "comfort",
+            "fan_mode": "auto",
+            "swing_mode": "off",
+        },
+    )
+    return entry
