@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -450,9 +451,10 @@ class Simulator:
 
     def _connect(self, device: SimDevice, connect_timeout: float) -> None:
         """Open the device's TCP connection and queue its CONNECT (the loop finishes the handshake)."""
-        client = device.client or self._new_client(device)
-        device.client = client
-        client.connect_timeout = connect_timeout
+        client = device.client
+        if client is None:
+            client = device.client = self._new_client(device)
+            client.connect_timeout = connect_timeout  # paho refuses to change it later
         try:
             with self._lock:
                 client.connect(self.host, self.port, keepalive=30)
@@ -619,9 +621,12 @@ class Simulator:
         return self.sent / elapsed if elapsed > 0 else 0.0
 
     def _device(self, device_id: str) -> SimDevice:
+        """The running device ``device_id``, or SimulatorError (unknown id, simulator not running)."""
         device = self.devices.get(device_id)
         if device is None:
             raise SimulatorError(f"no simulated device {device_id!r}")
+        if not self._running:
+            raise SimulatorError("the simulator is not running: call start() first")
         return device
 
     # ------------------------------------------------------------------ publishing (under the lock)
@@ -901,7 +906,7 @@ class Simulator:
                         _LOGGER.exception("simulated device %s failed", self._by_client[client].device_id)
                 try:
                     now = time.monotonic()
-                    if self._running:
+                    if self._running and not self._starting:
                         if now >= self._next_tick:
                             self._tick(now)
                         if self.rate > 0:
@@ -927,23 +932,28 @@ class Simulator:
         self._next_tick = now + TICK
         natural = self.rate <= 0
         for device in self._order:
-            client = device.client
-            if client is None:
-                continue
-            if device.reconnect_at is not None and now >= device.reconnect_at:
-                self._try_reconnect(device)
-                continue
-            if not device.connected:
-                continue
-            if client.loop_misc() not in (MQTTErrorCode.MQTT_ERR_SUCCESS,):
-                continue
-            self._step(device, dt)
-            self._refresh_readings(device)
-            if natural and now >= device.next_report:
-                device.next_report = now + REPORT_INTERVAL * self._random.uniform(0.8, 1.2)
-                self._report(device, dict.fromkeys(self._natural_keys(device)))
-            if natural and self._random.random() < EVENT_PROBABILITY * dt:
-                self._random_event(device)
+            try:
+                self._tick_device(device, now, dt, natural=natural)
+            except Exception:
+                # One device's failure must not stop the others (nor its own next tick).
+                _LOGGER.exception("simulated device %s failed", device.device_id)
+
+    def _tick_device(self, device: SimDevice, now: float, dt: float, *, natural: bool) -> None:
+        client = device.client
+        if client is None:
+            return
+        if device.reconnect_at is not None and now >= device.reconnect_at:
+            self._try_reconnect(device)
+            return
+        if not device.connected or client.loop_misc() is not MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return
+        self._step(device, dt)
+        self._refresh_readings(device)
+        if natural and now >= device.next_report:
+            device.next_report = now + REPORT_INTERVAL * self._random.uniform(0.8, 1.2)
+            self._report(device, dict.fromkeys(self._natural_keys(device)))
+        if natural and self._random.random() < EVENT_PROBABILITY * dt:
+            self._random_event(device)
 
     @staticmethod
     def _natural_keys(device: SimDevice) -> list[str]:
@@ -1012,6 +1022,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SimulatorError, ValueError, ProtocolError) as err:
         print(f"thermo-bridge-sim: error: {err}", file=sys.stderr)
         return 1
+    # Everything allocated so far lives for the whole run: keep it out of the collector, whose
+    # full collections would otherwise stall the publisher (and skew latency benchmarks).
+    gc.freeze()
     stop = threading.Event()
 
     def _signal(signum: int, frame: FrameType | None) -> None:

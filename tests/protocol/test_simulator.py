@@ -358,6 +358,33 @@ async def test_custom_base_topic_and_prefix(mosquitto: Mosquitto, sims: list[Sim
         transport.close()
 
 
+async def test_devices_reconnect_and_reannounce_after_a_broker_restart(
+    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], sims: list[Simulator]
+) -> None:
+    router, seen, transport = reader
+    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=8)
+    sims.append(sim)
+    await asyncio.to_thread(sim.start)
+    wait_for(lambda: len(seen.states) >= 2, "initial states")
+    transport.close()  # the reader's own paho client does not reconnect by itself in this test
+
+    await asyncio.to_thread(mosquitto.restart, 0.5)
+    fresh = Collector()
+    transport2 = PahoTransport(mosquitto)
+    try:
+        await DeviceRouter("thermo_bridge", transport2.subscribe, transport2.publish, fresh).async_start()
+        # Each device reconnects on its own and announces itself again: config, online, full state.
+        wait_for(lambda: len(fresh.states) >= 2, "states after the restart", timeout=20)
+        wait_for(lambda: sum(1 for _, online in fresh.availability if online) >= 2, "online after the restart")
+        assert set(fresh.configs) == set(sim.devices)
+        command = router.build_command("sim_thermostat_1", {"hvac_mode": "off"})
+        await transport2.publish("thermo_bridge/sim_thermostat_1/set", encode_command(command), 1, False)
+        wait_for(lambda: fresh.ack_for(command.command_id), "ack after the restart")
+        assert fresh.rejected == []
+    finally:
+        transport2.close()
+
+
 def test_heating_model_reacts_to_mode_and_setpoint() -> None:
     """The first-order model, stepped without a broker: heat rises to the setpoint, cool falls, off drifts."""
     sim = Simulator(thermostats=1, seed=1)
@@ -407,6 +434,15 @@ def test_sensor_model_stays_within_the_protocols_bounds() -> None:
         sim._refresh_readings(device)
         values = {k: v for k, v in device.state.items() if k != "hvac_mode" or v in HvacMode}
         parse_state(json.dumps(values).encode(), device.config)
+
+
+def test_actions_need_a_running_simulator() -> None:
+    sim = Simulator(thermostats=1)
+    with pytest.raises(SimulatorError, match="not running"):
+        sim.publish_state("sim_thermostat_1", temperature=20.0)
+    with pytest.raises(SimulatorError, match="not running"):
+        sim.emit_event("sim_thermostat_1", "fault")
+    sim.stop()  # stopping a simulator that never started is a no-op
 
 
 def test_constructor_rejects_nonsense() -> None:
