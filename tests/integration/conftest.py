@@ -13,6 +13,7 @@ import pytest
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import __version__ as HA_VERSION
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -138,6 +139,21 @@ class VersionedSnapshotExtension(HomeAssistantSnapshotExtension):
 def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     """Snapshots with HA's serializer, kept per HA release."""
     return snapshot.use_extension(VersionedSnapshotExtension)
+
+
+def get_device(registry: dr.DeviceRegistry, device_id: str) -> dr.DeviceEntry | None:
+    """The registry device of a thermo_bridge device id (the lookup API changed in HA 2026)."""
+    identifier = (DOMAIN, device_id)
+    if hasattr(registry, "async_get_devices"):
+        devices = registry.async_get_devices(identifiers={identifier})
+        return devices[0] if devices else None
+    return registry.async_get_device(identifiers={identifier})
+
+
+def mqtt_subscription_count(hass: HomeAssistant) -> int:
+    """Subscriptions of HA's MQTT client (mqtt_mock wraps the real client in a MagicMock)."""
+    client = hass.data["mqtt"].client
+    return len(getattr(client, "_mock_wraps", client).subscriptions)
 
 
 def thermostat_config(**changes: Any) -> dict[str, Any]:
