@@ -498,10 +498,21 @@ METRICS = (
 )
 
 
-def summarize(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, command: str) -> str:
+def load_average() -> str:
+    """1-minute load average: on 2 cores, anything else running shows in the figures."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "unknown"
+
+
+def summarize(
+    results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, command: str, loads: tuple[str, str]
+) -> str:
     """The markdown report (also printed)."""
     lines = [f"Command: `{command}`", ""]
     lines += [f"- {key}: {value}" for key, value in machine().items()]
+    lines.append(f"- load average (1 min) before / after the run: {loads[0]} / {loads[1]}")
     lines.append("")
     medians: dict[str, dict[str, float]] = {}
     for variant, runs in results.items():
@@ -574,6 +585,7 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="tb-bench-logs-"))
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     started = time.monotonic()
+    load_before = load_average()
     trial = 0
     for repeat in range(args.repeats):
         order = variants if repeat % 2 == 0 else variants[::-1]
@@ -590,7 +602,7 @@ def main() -> None:
                     file=sys.stderr,
                     flush=True,
                 )
-    report = summarize(results, args, command)
+    report = summarize(results, args, command, (load_before, load_average()))
     print(report)
     print(f"\n(total {time.monotonic() - started:.0f} s; worker logs in {log_dir})", file=sys.stderr)
     if not all(results.values()):
