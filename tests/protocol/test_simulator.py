@@ -385,6 +385,36 @@ async def test_devices_reconnect_and_reannounce_after_a_broker_restart(
         transport2.close()
 
 
+async def test_natural_cadence_reports_and_events(
+    mosquitto: Mosquitto,
+    reader: tuple[DeviceRouter, Collector, PahoTransport],
+    sims: list[Simulator],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a rate, devices report every few seconds and emit occasional events (sped up here)."""
+    monkeypatch.setattr("thermo_bridge_server.simulator.TICK", 0.05)
+    monkeypatch.setattr("thermo_bridge_server.simulator.REPORT_INTERVAL", 0.1)
+    monkeypatch.setattr("thermo_bridge_server.simulator.EVENT_PROBABILITY", 2.0)
+    _, seen, _ = reader
+    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=9)
+    sims.append(sim)
+    await asyncio.to_thread(sim.start)
+    wait_for(lambda: all(len(seen.states_of(d)) >= 4 for d in sim.devices), "periodic reports")
+    wait_for(lambda: {d for d, _ in seen.events} == set(sim.devices), "spontaneous events")
+    assert seen.rejected == []
+    for device_id, device in sim.devices.items():
+        reports = seen.states_of(device_id)
+        assert all(update.seq is not None and update.ts is not None for update in reports)
+        seqs = [update.seq or 0 for update in reports]
+        assert seqs == sorted(seqs)
+        assert len(set(seqs)) == len(seqs)
+        # Periodic reports carry every measurement (and the thermostat's hvac_action).
+        assert {m.key for m in device.config.measurements} <= set(reports[2].values)
+        with seen.lock:
+            types = {event.event_type for dev, event in seen.events if dev == device_id}
+        assert types <= set(device.config.events)
+
+
 def test_heating_model_reacts_to_mode_and_setpoint() -> None:
     """The first-order model, stepped without a broker: heat rises to the setpoint, cool falls, off drifts."""
     sim = Simulator(thermostats=1, seed=1)
