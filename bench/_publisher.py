@@ -3,7 +3,7 @@
 It is a separate process so that its CPU time (paho, JSON) is not counted as Home
 Assistant's. It talks to the benchmark over stdin/stdout, one JSON object per line:
 
-- ``{"op": "discover", "variant": "ours"|"baseline", "prefix": "bench", "count": N}``
+- ``{"op": "discover", "variant": "ours"|"baseline"|"device", "prefix": "bench", "count": N}``
   publishes every device's retained config(s), retained availability and retained first
   full state, waits until the broker has acknowledged them all (QoS 1) and answers
   ``{"t0": <monotonic of the first publish>, "t1": <monotonic when all were acked>, "messages": M}``.
@@ -16,8 +16,9 @@ Assistant's. It talks to the benchmark over stdin/stdout, one JSON object per li
 benchmark can subtract its own timestamps from these.
 
 Both variants receive byte-identical state payloads on equivalent topics; only the way
-the devices are announced differs (our protocol's one config per device, or Home
-Assistant's MQTT discovery with one config per entity).
+the devices are announced differs (our protocol's one config per device, Home
+Assistant's classic MQTT discovery with one config per entity, or its device-based
+discovery with one config per device).
 """
 
 from __future__ import annotations
@@ -115,21 +116,20 @@ def ours_messages(prefix: str, index: int) -> list[tuple[str, bytes]]:
     ]
 
 
-def baseline_messages(prefix: str, index: int) -> list[tuple[str, bytes]]:
-    """The same device announced through Home Assistant's own MQTT discovery (one config per entity)."""
-    dev = device_id(prefix, index)
-    state_topic = f"{BASELINE_BASE}/{dev}/state"
-    avail_topic = f"{BASELINE_BASE}/{dev}/availability"
-    device = {
+def _device_info(dev: str, index: int) -> dict[str, Any]:
+    return {
         "identifiers": [dev],
         "name": f"Bench thermostat {index}",
         "manufacturer": MANUFACTURER,
         "model": MODEL,
         "sw_version": "1.0.0",
     }
-    common = {"device": device, "availability_topic": avail_topic, "qos": 1}
+
+
+def _components(dev: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(platform, object id, config) of the 4 entities HA's MQTT discovery gets for one device."""
+    state_topic = f"{BASELINE_BASE}/{dev}/state"
     climate = {
-        **common,
         "name": None,
         "unique_id": f"{dev}_climate",
         "default_entity_id": f"climate.{dev}",
@@ -152,14 +152,13 @@ def baseline_messages(prefix: str, index: int) -> list[tuple[str, bytes]]:
         "precision": 0.1,
         "temperature_unit": "C",
     }
-    out = [(f"{DISCOVERY_PREFIX}/climate/{dev}/climate/config", encode(climate))]
+    out: list[tuple[str, str, dict[str, Any]]] = [("climate", "climate", climate)]
     for key, device_class, unit, precision in (
         ("temperature", "temperature", "°C", 1),
         ("humidity", "humidity", "%", 0),
         ("battery", "battery", "%", 0),
     ):
         sensor = {
-            **common,
             "name": key.capitalize(),
             "unique_id": f"{dev}_{key}",
             "default_entity_id": f"sensor.{dev}_{key}",
@@ -170,9 +169,42 @@ def baseline_messages(prefix: str, index: int) -> list[tuple[str, bytes]]:
             "unit_of_measurement": unit,
             "suggested_display_precision": precision,
         }
-        out.append((f"{DISCOVERY_PREFIX}/sensor/{dev}/{key}/config", encode(sensor)))
-    out += [(avail_topic, b"online"), (state_topic, encode(first_state()))]
+        out.append(("sensor", key, sensor))
     return out
+
+
+def baseline_messages(prefix: str, index: int) -> list[tuple[str, bytes]]:
+    """The same device through Home Assistant's own MQTT discovery, one config per entity (the classic way)."""
+    dev = device_id(prefix, index)
+    avail_topic = f"{BASELINE_BASE}/{dev}/availability"
+    common = {"device": _device_info(dev, index), "availability_topic": avail_topic, "qos": 1}
+    out = [
+        (f"{DISCOVERY_PREFIX}/{platform}/{dev}/{object_id}/config", encode({**common, **config}))
+        for platform, object_id, config in _components(dev)
+    ]
+    out += [(avail_topic, b"online"), (f"{BASELINE_BASE}/{dev}/state", encode(first_state()))]
+    return out
+
+
+def device_messages(prefix: str, index: int) -> list[tuple[str, bytes]]:
+    """The same device through HA's device-based MQTT discovery: one config for all its entities."""
+    dev = device_id(prefix, index)
+    avail_topic = f"{BASELINE_BASE}/{dev}/availability"
+    config = {
+        "device": _device_info(dev, index),
+        "origin": {"name": MANUFACTURER, "sw_version": "1.0.0"},
+        "availability_topic": avail_topic,
+        "qos": 1,
+        "components": {object_id: {"platform": platform, **cfg} for platform, object_id, cfg in _components(dev)},
+    }
+    return [
+        (f"{DISCOVERY_PREFIX}/device/{dev}/config", encode(config)),
+        (avail_topic, b"online"),
+        (f"{BASELINE_BASE}/{dev}/state", encode(first_state())),
+    ]
+
+
+MESSAGES = {"ours": ours_messages, "baseline": baseline_messages, "device": device_messages}
 
 
 def state_topic(variant: str, prefix: str, index: int) -> str:
@@ -202,7 +234,7 @@ class Publisher:
         self._connected.set()
 
     def discover(self, variant: str, prefix: str, count: int) -> dict[str, Any]:
-        build = ours_messages if variant == "ours" else baseline_messages
+        build = MESSAGES[variant]
         messages = [msg for i in range(1, count + 1) for msg in build(prefix, i)]
         infos = []
         t0 = time.monotonic()

@@ -11,7 +11,9 @@ reported with the ratio ours/baseline.
 Device set: N thermostats, each with temperature, humidity and battery. Ours: one
 retained thermo_bridge config per device. Baseline: HA's MQTT discovery with one
 retained config per entity (a climate and three sensors, ``default_entity_id`` set,
-templates reading the same JSON state topic). Both also get a retained availability
+templates reading the same JSON state topic). Optional third variant ``device``: HA's
+device-based discovery (one retained config per device carrying the same four
+components). All variants also get a retained availability
 ``online`` and a retained first full state, byte-identical between variants.
 
 Definitions:
@@ -62,8 +64,10 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-VARIANTS = ("baseline", "ours")
-PLATFORM = {"baseline": "mqtt", "ours": "thermo_bridge"}
+VARIANTS = ("baseline", "device", "ours")
+DEFAULT_VARIANTS = "baseline,ours"
+PLATFORM = {"baseline": "mqtt", "device": "mqtt", "ours": "thermo_bridge"}
+LABEL = {"baseline": "HA MQTT discovery", "device": "HA MQTT device discovery", "ours": "thermo_bridge"}
 RESULT_MARK = "RESULT "
 BAD_STATES = frozenset({"unknown", "unavailable"})
 
@@ -518,10 +522,8 @@ def summarize(
     for variant, runs in results.items():
         if runs:
             medians[variant] = {key: statistics.median(r[key] for r in runs) for key, _, _ in METRICS}
-    header = "| metric (median of runs) | " + " | ".join(
-        f"{'HA MQTT discovery' if v == 'baseline' else 'thermo_bridge'} (n={len(results[v])})" for v in medians
-    )
-    has_ratio = set(medians) == set(VARIANTS)
+    header = "| metric (median of runs) | " + " | ".join(f"{LABEL[v]} (n={len(results[v])})" for v in medians)
+    has_ratio = {"baseline", "ours"} <= set(medians)
     lines.append(header + (" | ours / baseline |" if has_ratio else " |"))
     lines.append("|---" * (len(medians) + 1 + has_ratio) + "|")
     for key, label, fmt in METRICS:
@@ -569,7 +571,12 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, help="trials per variant (default 3; 2 for a quick run of <= 100 devices)"
     )
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: baseline,ours")
+    parser.add_argument(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help="comma-separated, from: baseline (HA discovery, one config per entity), device (HA device-based "
+        "discovery, one config per device), ours",
+    )
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all entities")
     parser.add_argument("--profile", metavar="DIR", help="cProfile each phase into DIR (slows HA down)")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -581,6 +588,8 @@ def main() -> None:
     if args.repeats is None:
         args.repeats = 3 if args.devices > 100 else 2
     variants = [v for v in args.variants.split(",") if v]
+    if unknown := set(variants) - set(VARIANTS):
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     command = shlex.join([".venv/bin/python", "bench/ha_discovery.py", *sys.argv[1:]])
     log_dir = Path(tempfile.mkdtemp(prefix="tb-bench-logs-"))
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
