@@ -262,7 +262,17 @@ def machine() -> dict[str, str]:
             ["psql", pg_dsn(), "-Atc", "SHOW server_version"], capture_output=True, text=True, timeout=5, check=False
         )
         pg = out.stdout.strip() or "unknown"
+    code = "unknown"
+    with contextlib.suppress(Exception):
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "addon"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        code = f"{head}{' + uncommitted changes under addon/' if dirty else ''}"
     return {
+        "code (git)": code,
         "cpus (nproc)": str(os.cpu_count()),
         "cpu": cpu,
         "ram": mem,

@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import queue
 import shlex
 import shutil
@@ -138,6 +139,17 @@ def proc_cpu(pid: int) -> float:
 
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL process on the machine (the server's backends do the writes)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = stat.read_text()
+            if text[text.index("(") + 1 : text.rindex(")")].startswith("postgres"):
+                total += proc_cpu(int(stat.parent.name))
+    return total
 
 
 def cpu_busy() -> tuple[int, int]:
@@ -265,6 +277,7 @@ class Run:
         assert self.broker._proc is not None
         broker_pid = self.broker._proc.pid
         broker0 = proc_cpu(broker_pid)
+        pg0 = postgres_cpu()
         busy0 = cpu_busy()
         for w in workers:
             w.send("go")
@@ -280,6 +293,7 @@ class Run:
                 break
         busy1 = cpu_busy()
         broker_cpu = proc_cpu(broker_pid) - broker0
+        pg_cpu = postgres_cpu() - pg0
         for w in workers:
             with contextlib.suppress(BrokenPipeError):
                 w.send("stop")
@@ -299,6 +313,8 @@ class Run:
             "rate": n / (t_end - t_start) if t_end > t_start else 0.0,
             "cpu_us": 1e6 * cpu / n if n else 0.0,
             "broker_cpu_us": 1e6 * broker_cpu / n if n else 0.0,
+            "pg_cpu_us": 1e6 * pg_cpu / n if n else 0.0,
+            "wall_cores": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * (os.cpu_count() or 1),
             "machine_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
             "per_worker": [f["n"] for f in done],
             "background": background,
@@ -352,7 +368,8 @@ async def run_once(args: argparse.Namespace, index: int, workdir: Path) -> dict[
                 )
             print(
                 f"  {variant:9s} {result['rate']:9,.0f} msg/s  lost {result['lost']}  "
-                f"CPU/msg: consumer {result['cpu_us']:.0f} µs, broker {result['broker_cpu_us']:.0f} µs; "
+                f"CPU/msg: consumer {result['cpu_us']:.0f} µs, broker {result['broker_cpu_us']:.0f} µs, "
+                f"PostgreSQL {result['pg_cpu_us']:.0f} µs; "
                 f"machine busy {100 * result['machine_busy']:.0f}% (before: {100 * result['background']:.0f}%)"
                 f"  per worker {result['per_worker']}{extra}",
                 flush=True,
@@ -372,8 +389,8 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], argv: list[s
         f" shared = {args.workers} worker processes)",
         "",
         "| variant | msg/s (median) | ratio to floor (median of per-run ratios) | lost (all runs) |"
-        " CPU µs/msg: consumer | CPU µs/msg: broker | machine busy (2 cores) | runs (msg/s) |",
-        "|---|---|---|---|---|---|---|---|",
+        " CPU µs/msg: consumer | broker | PostgreSQL | machine busy (2 cores) | runs (msg/s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in args.variants:
         rates = [r[variant]["rate"] for r in runs if variant in r]
@@ -383,12 +400,13 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], argv: list[s
         lost = sum(r[variant]["lost"] for r in runs)
         cpu = statistics.median(r[variant]["cpu_us"] for r in runs)
         broker_cpu = statistics.median(r[variant]["broker_cpu_us"] for r in runs)
+        pg_cpu = statistics.median(r[variant]["pg_cpu_us"] for r in runs)
         busy = statistics.median(r[variant]["machine_busy"] for r in runs)
         name = f"shared x{args.workers}" if variant == "shared" else variant
         lines.append(
             f"| {name} | {statistics.median(rates):,.0f} | "
-            f"{f'{statistics.median(ratios):.2f}' if ratios else '-'} | {lost} | {cpu:.0f} | {broker_cpu:.0f} | "
-            f"{100 * busy:.0f}% | "
+            f"{f'{statistics.median(ratios):.2f}' if ratios else '-'} | {lost} | "
+            f"{cpu:.0f} | {broker_cpu:.0f} | {pg_cpu:.0f} | {100 * busy:.0f}% | "
             f"{', '.join(f'{x:,.0f}' for x in rates)} |"
         )
     return "\n".join(lines)
