@@ -90,17 +90,20 @@ def decode_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[st
         raise ProtocolError(Reason.NOT_JSON, f"payload is not JSON: {err.msg} at char {err.pos}") from None
     except ValueError as err:  # e.g. an integer literal with more digits than Python converts
         raise ProtocolError(Reason.OUT_OF_RANGE, f"payload has a number that is too large: {err}") from None
-    if not isinstance(data, dict):
-        raise ProtocolError(Reason.NOT_OBJECT, f"payload must be a JSON object, not {_type_name(data)}")
     # Only payloads with more containers than MAX_DEPTH can be too deep: one cheap count keeps
-    # the walk off the hot path (a state report has a single object).
+    # the walk off the hot path (a state report has a single object). Checked before the type
+    # so a deep array is too_deep on every Python (3.13's decoder raises RecursionError on it).
     if payload.count(b"{") + payload.count(b"[") > MAX_DEPTH and _too_deep(data):
         raise ProtocolError(Reason.TOO_DEEP, f"payload is nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(data, dict):
+        raise ProtocolError(Reason.NOT_OBJECT, f"payload must be a JSON object, not {_type_name(data)}")
     return data
 
 
-def _too_deep(data: dict[str, Any]) -> bool:
+def _too_deep(data: object) -> bool:
     """Whether containers nest deeper than MAX_DEPTH (iterative: the input may be thousands deep)."""
+    if not isinstance(data, (dict, list)):
+        return False
     stack: list[tuple[object, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
