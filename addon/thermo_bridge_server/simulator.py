@@ -22,6 +22,7 @@ import gc
 import json
 import logging
 import math
+import os
 import random
 import secrets
 import selectors
@@ -989,8 +990,12 @@ def _parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=0.0, metavar="R", help="total state messages/s for load (0: natural cadence)"
     )
     parser.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: run)")
-    parser.add_argument("--username", default=None)
-    parser.add_argument("--password", default=None)
+    parser.add_argument("--username", default=None, help="MQTT user name")
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("THERMO_BRIDGE_SIM_PASSWORD"),
+        help="MQTT password (default: $THERMO_BRIDGE_SIM_PASSWORD, which keeps it out of the process list)",
+    )
     parser.add_argument("--tls-ca", default=None, help="CA file: connect with TLS")
     parser.add_argument("--id-prefix", default="sim", help="device ids are <prefix>_thermostat_<i> and so on")
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of state and event messages")

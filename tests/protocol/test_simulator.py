@@ -541,10 +541,13 @@ def test_cli_exits_non_zero_when_the_broker_refuses_credentials(
     assert "Not authorized" in err or "Bad user name or password" in err
 
 
-def test_cli_runs_with_the_right_credentials(secured_broker: Mosquitto, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_runs_with_the_right_credentials(
+    secured_broker: Mosquitto, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THERMO_BRIDGE_SIM_PASSWORD", "s3cret")  # the password from the environment
     code = main(
         [
-            *("--port", str(secured_broker.port), "--username", "device", "--password", "s3cret"),
+            *("--port", str(secured_broker.port), "--username", "device"),
             *("--duration", "0.5", "--thermostats", "1", "--sensors", "1", "--seed", "1", "--clear"),
         ]
     )
