@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from homeassistant.components.binary_sensor import (  # type: ignore[attr-defined]  # re-exported from .const in HA >= 2025.x
     BinarySensorDeviceClass,
     BinarySensorEntity,
     BinarySensorEntityDescription,
 )
-from homeassistant.const import EntityCategory
+from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
 from .bridge import Bridge, DeviceData, ThermoBridgeConfigEntry
 from .entity import ThermoBridgeEntity, async_setup_platform_entities
-from .protocol import DeviceConfig, ValueType
 
 PARALLEL_UPDATES = 0
 
@@ -43,28 +40,20 @@ async def async_setup_entry(
     hass: HomeAssistant, entry: ThermoBridgeConfigEntry, async_add_entities: AddEntitiesCallback
 ) -> None:
     """Add a binary sensor for every boolean measurement, now and as devices are discovered."""
-
-    def factory(bridge: Bridge, device: DeviceData) -> Iterator[ThermoBridgeBinarySensor]:
-        for measurement in device.config.measurements:
-            if ThermoBridgeBinarySensor.supported(device.config, measurement.key):
-                yield ThermoBridgeBinarySensor(bridge, device, measurement.key)
-
-    await async_setup_platform_entities(hass, entry, async_add_entities, factory)
+    await async_setup_platform_entities(
+        hass, entry, async_add_entities, Platform.BINARY_SENSOR, ThermoBridgeBinarySensor
+    )
 
 
 class ThermoBridgeBinarySensor(ThermoBridgeEntity, BinarySensorEntity):
     """A boolean measurement; ``unknown`` until the device reports it."""
 
+    _platform_key = Platform.BINARY_SENSOR
+
     def __init__(self, bridge: Bridge, device: DeviceData, key: str) -> None:
         self.entity_description = BINARY_SENSORS[key]
         self._listen_keys = frozenset({key})
         super().__init__(bridge, device, key)
-
-    @staticmethod
-    def supported(config: DeviceConfig, key: str) -> bool:
-        """A declared boolean measurement the platform knows."""
-        measurement = config.measurement(key)
-        return measurement is not None and measurement.type.value_type is ValueType.BOOLEAN and key in BINARY_SENSORS
 
     @property
     def is_on(self) -> bool | None:

@@ -20,14 +20,17 @@ from typing import Any
 from homeassistant.components import mqtt
 from homeassistant.components.mqtt.models import ReceiveMessage
 from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import Platform
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
+from .capabilities import entity_keys, unique_id
 from .const import (
     CONF_BASE_TOPIC,
     CONF_COMMAND_TIMEOUT,
@@ -291,6 +294,7 @@ class Bridge(ProtocolHandler):
         self._update_registry(device)
         self._reset_expiry(device)
         if previous is not None:
+            self._remove_dropped_entities(device_id, entity_keys(previous) - entity_keys(config))
             device.notify()
         async_dispatcher_send(self.hass, signal_new_device(self.entry.entry_id), device)
 
@@ -325,6 +329,18 @@ class Bridge(ProtocolHandler):
             suggested_area=config.suggested_area,
         )
         device.ha_device_id = entry.id
+
+    def _remove_dropped_entities(self, device_id: str, dropped: set[tuple[Platform, str]]) -> None:
+        """Remove the entities of capabilities a changed config no longer declares.
+
+        Done here rather than by the entities: disabled entities are not loaded and would stay.
+        """
+        registry = er.async_get(self.hass)
+        for platform, key in dropped:
+            uid = unique_id(device_id, key)
+            self.entity_unique_ids.discard(uid)
+            if (entity_id := registry.async_get_entity_id(platform, DOMAIN, uid)) is not None:
+                registry.async_remove(entity_id)
 
     def on_removed(self, device_id: str, previous: DeviceConfig) -> None:
         """An empty retained config: remove the device and its entities."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from homeassistant.components.climate import ClimateEntity
@@ -18,19 +17,19 @@ from homeassistant.const import (
     ATTR_TEMPERATURE,
     PRECISION_TENTHS,
     PRECISION_WHOLE,
+    Platform,
     UnitOfTemperature,
 )
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 from homeassistant.util.unit_conversion import TemperatureConverter
 
-from .bridge import Bridge, DeviceData, ThermoBridgeConfigEntry
+from .bridge import ThermoBridgeConfigEntry
 from .entity import ThermoBridgeEntity, async_setup_platform_entities
 from .protocol import DeviceConfig, HvacMode
 from .protocol.models import THERMOSTAT_ENUM_STATE, THERMOSTAT_NUMBER_STATE
 
 PARALLEL_UPDATES = 0
-KEY = "climate"
 _UNITS = {"°C": UnitOfTemperature.CELSIUS, "°F": UnitOfTemperature.FAHRENHEIT, "K": UnitOfTemperature.KELVIN}
 
 
@@ -38,12 +37,7 @@ async def async_setup_entry(
     hass: HomeAssistant, entry: ThermoBridgeConfigEntry, async_add_entities: AddEntitiesCallback
 ) -> None:
     """Add a climate entity for every thermostat, now and as devices are discovered."""
-
-    def factory(bridge: Bridge, device: DeviceData) -> Iterator[ThermoBridgeClimate]:
-        if ThermoBridgeClimate.supported(device.config, KEY):
-            yield ThermoBridgeClimate(bridge, device, KEY)
-
-    await async_setup_platform_entities(hass, entry, async_add_entities, factory)
+    await async_setup_platform_entities(hass, entry, async_add_entities, Platform.CLIMATE, ThermoBridgeClimate)
 
 
 def _precision(config: DeviceConfig, step: float) -> float:
@@ -61,13 +55,10 @@ def _precision(config: DeviceConfig, step: float) -> float:
 class ThermoBridgeClimate(ThermoBridgeEntity, ClimateEntity):
     """A thermostat; shows commanded values until the device confirms them (no bounce)."""
 
+    _platform_key = Platform.CLIMATE
+
     _attr_name = None
     _listen_keys = frozenset({*THERMOSTAT_NUMBER_STATE, *THERMOSTAT_ENUM_STATE, "temperature", "humidity"})
-
-    @staticmethod
-    def supported(config: DeviceConfig, key: str) -> bool:
-        """Thermostats only."""
-        return config.thermostat is not None
 
     def _update_from_config(self, config: DeviceConfig) -> None:
         thermo = config.thermostat

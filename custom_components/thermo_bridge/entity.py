@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
+from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
 from .bridge import Bridge, DeviceData, ThermoBridgeConfigEntry
+from .capabilities import entity_keys, unique_id
 from .const import DOMAIN, signal_new_device
 from .protocol import DeviceConfig
 
@@ -33,6 +34,7 @@ class ThermoBridgeEntity(Entity):
 
     _attr_has_entity_name = True
     _attr_should_poll = False
+    _platform_key: Platform
     _listen_keys: frozenset[str] | None = None
     """State keys this entity shows; None means every key."""
 
@@ -40,7 +42,7 @@ class ThermoBridgeEntity(Entity):
         self._bridge = bridge
         self._device = device
         self._key = key
-        self._attr_unique_id = f"{device.device_id}_{key}"
+        self._attr_unique_id = unique_id(device.device_id, key)
         self._attr_device_info = device_info(device.config)
         self._update_from_config(device.config)
 
@@ -61,38 +63,23 @@ class ThermoBridgeEntity(Entity):
 
     @callback
     def _handle_update(self, changed: frozenset[str] | None) -> None:
-        if changed is None:
-            if not self.supported(self._device.config, self._key):
-                self._remove_from_registry()
-                return
+        if changed is None and (self._platform_key, self._key) in entity_keys(self._device.config):
+            # Config changed (or availability): refresh; a dropped capability is removed by the bridge.
             self._update_from_config(self._device.config)
         self.async_write_ha_state()
-
-    @callback
-    def _remove_from_registry(self) -> None:
-        """The device's new config dropped this capability: remove the entity for good."""
-        registry = er.async_get(self.hass)
-        if self.registry_entry is not None and registry.async_get(self.entity_id) is not None:
-            registry.async_remove(self.entity_id)
-        else:  # pragma: no cover - entities of this integration always have a unique id
-            self.hass.async_create_task(self.async_remove())
 
     def _update_from_config(self, config: DeviceConfig) -> None:
         """Refresh what the entity derives from the device's config."""
 
-    @staticmethod
-    def supported(config: DeviceConfig, key: str) -> bool:
-        """Whether ``config`` still has the capability ``key``."""
-        raise NotImplementedError
 
-
-EntityFactory = Callable[[Bridge, DeviceData], Iterable[ThermoBridgeEntity]]
+EntityFactory = Callable[[Bridge, DeviceData, str], ThermoBridgeEntity]
 
 
 async def async_setup_platform_entities(
     hass: HomeAssistant,
     entry: ThermoBridgeConfigEntry,
     async_add_entities: AddEntitiesCallback,
+    platform: Platform,
     factory: EntityFactory,
 ) -> None:
     """Add entities for known devices now and for every discovered or changed device later."""
@@ -100,13 +87,13 @@ async def async_setup_platform_entities(
 
     @callback
     def add(device: DeviceData) -> None:
-        new = [
-            entity
-            for entity in factory(bridge, device)
-            if entity.unique_id is not None and entity.unique_id not in bridge.entity_unique_ids
-        ]
+        new = []
+        for entity_platform, key in entity_keys(device.config):
+            uid = unique_id(device.device_id, key)
+            if entity_platform is platform and uid not in bridge.entity_unique_ids:
+                bridge.entity_unique_ids.add(uid)
+                new.append(factory(bridge, device, key))
         if new:
-            bridge.entity_unique_ids.update(entity.unique_id for entity in new if entity.unique_id)
             async_add_entities(new)
 
     for device in list(bridge.devices.values()):

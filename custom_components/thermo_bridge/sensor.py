@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from homeassistant.components.sensor import (
     SensorDeviceClass,
     SensorEntity,
     SensorEntityDescription,
     SensorStateClass,
 )
-from homeassistant.const import EntityCategory
+from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
 from .bridge import Bridge, DeviceData, ThermoBridgeConfigEntry
 from .entity import ThermoBridgeEntity, async_setup_platform_entities
-from .protocol import DeviceConfig, ValueType
+from .protocol import DeviceConfig
 
 PARALLEL_UPDATES = 0
 
@@ -70,28 +68,18 @@ async def async_setup_entry(
     hass: HomeAssistant, entry: ThermoBridgeConfigEntry, async_add_entities: AddEntitiesCallback
 ) -> None:
     """Add a sensor for every numeric measurement, now and as devices are discovered."""
-
-    def factory(bridge: Bridge, device: DeviceData) -> Iterator[ThermoBridgeSensor]:
-        for measurement in device.config.measurements:
-            if ThermoBridgeSensor.supported(device.config, measurement.key):
-                yield ThermoBridgeSensor(bridge, device, measurement.key)
-
-    await async_setup_platform_entities(hass, entry, async_add_entities, factory)
+    await async_setup_platform_entities(hass, entry, async_add_entities, Platform.SENSOR, ThermoBridgeSensor)
 
 
 class ThermoBridgeSensor(ThermoBridgeEntity, SensorEntity):
     """A numeric measurement; ``unknown`` until the device reports it."""
 
+    _platform_key = Platform.SENSOR
+
     def __init__(self, bridge: Bridge, device: DeviceData, key: str) -> None:
         self.entity_description = SENSORS[key]
         self._listen_keys = frozenset({key})
         super().__init__(bridge, device, key)
-
-    @staticmethod
-    def supported(config: DeviceConfig, key: str) -> bool:
-        """A declared numeric measurement the platform knows."""
-        measurement = config.measurement(key)
-        return measurement is not None and measurement.type.value_type is ValueType.NUMBER and key in SENSORS
 
     def _update_from_config(self, config: DeviceConfig) -> None:
         measurement = config.measurement(self._key)
