@@ -1,0 +1,249 @@
+"""Config, discovery, reconfigure and options flows: every step, error and abort."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import ip_address
+from typing import Any
+
+import pytest
+from homeassistant.config_entries import SOURCE_MQTT, SOURCE_USER, SOURCE_ZEROCONF
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType, InvalidData
+from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
+from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.thermo_bridge.const import CONF_BASE_TOPIC, DOMAIN
+
+from .conftest import THERMOSTAT_CONFIG, SetupEntry
+
+
+def mqtt_info(payload: str | bytes = json.dumps(THERMOSTAT_CONFIG), subscribed: str = "thermo_bridge/+/config") -> Any:
+    return MqttServiceInfo(
+        topic="thermo_bridge/living/config",
+        payload=payload,
+        qos=0,
+        retain=True,
+        subscribed_topic=subscribed,
+        timestamp=0,
+    )
+
+
+def zeroconf_info(properties: dict[str, Any]) -> ZeroconfServiceInfo:
+    return ZeroconfServiceInfo(
+        ip_address=ip_address("192.168.1.20"),
+        ip_addresses=[ip_address("192.168.1.20")],
+        hostname="thermo-bridge.local.",
+        name="thermo_bridge._thermo-bridge._tcp.local.",
+        port=8099,
+        type="_thermo-bridge._tcp.local.",
+        properties=properties,
+    )
+
+
+async def test_user_flow_creates_entry(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    assert result["errors"] == {}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "/home/heating/"})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "Thermo Bridge (home/heating)"
+    assert result["data"] == {CONF_BASE_TOPIC: "home/heating"}
+    assert result["result"].unique_id == "home/heating"
+
+
+async def test_user_flow_default_topic_title(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "thermo_bridge"})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "Thermo Bridge"
+
+
+@pytest.mark.parametrize("topic", ["", "/", "a/+/b", "home/#", "$SYS", "a//b", "x" * 201])
+async def test_user_flow_invalid_topic(hass: HomeAssistant, mqtt_mock: Any, topic: str) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: topic})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_BASE_TOPIC: "invalid_topic"}
+    # The user can correct it in the same flow.
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "fixed"})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_user_flow_already_configured(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    MockConfigEntry(domain=DOMAIN, unique_id="thermo_bridge", data={CONF_BASE_TOPIC: "thermo_bridge"}).add_to_hass(hass)
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "thermo_bridge/"})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_user_flow_without_mqtt(hass: HomeAssistant) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "mqtt_not_configured"
+
+
+async def test_mqtt_discovery_flow(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_MQTT}, data=mqtt_info())
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "discovery_confirm"
+    assert result["description_placeholders"] == {CONF_BASE_TOPIC: "thermo_bridge"}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"] == {CONF_BASE_TOPIC: "thermo_bridge"}
+    assert result["result"].unique_id == "thermo_bridge"
+
+
+async def test_mqtt_discovery_is_triggered_by_a_retained_config(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    """The manifest's mqtt filter makes HA start the flow when a device announces itself."""
+    from pytest_homeassistant_custom_component.common import async_fire_mqtt_message  # noqa: PLC0415
+
+    async_fire_mqtt_message(hass, "thermo_bridge/living/config", json.dumps(THERMOSTAT_CONFIG), retain=True)
+    await hass.async_block_till_done()
+    flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert len(flows) == 1
+    assert flows[0]["context"]["source"] == SOURCE_MQTT
+    # A second device under the same base topic does not start another flow.
+    async_fire_mqtt_message(hass, "thermo_bridge/other/config", json.dumps(THERMOSTAT_CONFIG), retain=True)
+    await hass.async_block_till_done()
+    assert len(hass.config_entries.flow.async_progress_by_handler(DOMAIN)) == 1
+
+
+@pytest.mark.parametrize(
+    "info",
+    [mqtt_info(payload=""), mqtt_info(payload=b""), mqtt_info(subscribed="thermo_bridge/#")],
+)
+async def test_mqtt_discovery_invalid(hass: HomeAssistant, mqtt_mock: Any, info: Any) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_MQTT}, data=info)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "invalid_discovery_info"
+
+
+async def test_mqtt_discovery_invalid_base(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_MQTT}, data=mqtt_info(subscribed="$x/+/config")
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "invalid_discovery_info"
+
+
+async def test_mqtt_discovery_already_configured(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
+    await setup_entry()
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_MQTT}, data=mqtt_info())
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_discovery_already_in_progress(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    first = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_MQTT}, data=mqtt_info())
+    assert first["type"] is FlowResultType.FORM
+    second = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_ZEROCONF}, data=zeroconf_info({"base_topic": "thermo_bridge"})
+    )
+    assert second["type"] is FlowResultType.ABORT
+    assert second["reason"] == "already_in_progress"
+
+
+async def test_discovery_without_mqtt(hass: HomeAssistant) -> None:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_ZEROCONF}, data=zeroconf_info({"base_topic": "thermo_bridge"})
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "mqtt_not_configured"
+
+
+async def test_zeroconf_flow(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    info = zeroconf_info({"version": "0.1.0", "api_path": "/api/v1", "base_topic": "site/a"})
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_ZEROCONF}, data=info)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "discovery_confirm"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"] == {CONF_BASE_TOPIC: "site/a"}
+    assert result["result"].unique_id == "site/a"
+
+
+async def test_zeroconf_merges_with_the_mqtt_discovered_entry(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
+    await setup_entry()
+    info = zeroconf_info({"version": "0.1.0", "api_path": "/api/v1", "base_topic": "thermo_bridge"})
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_ZEROCONF}, data=info)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
+
+
+@pytest.mark.parametrize("properties", [{}, {"base_topic": "bad/+/topic"}, {"base_topic": ""}])
+async def test_zeroconf_invalid(hass: HomeAssistant, mqtt_mock: Any, properties: dict[str, Any]) -> None:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_ZEROCONF}, data=zeroconf_info(properties)
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "invalid_discovery_info"
+
+
+async def test_reconfigure(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
+    entry = await setup_entry()
+    result = await entry.start_reconfigure_flow(hass)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "reconfigure"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "a/+"})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_BASE_TOPIC: "invalid_topic"}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "house/heating"})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data == {CONF_BASE_TOPIC: "house/heating"}
+    assert entry.unique_id == "house/heating"
+    assert entry.title == "Thermo Bridge (house/heating)"
+    await hass.async_block_till_done()
+    assert entry.runtime_data.base_topic == "house/heating"
+
+
+async def test_reconfigure_same_topic(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
+    entry = await setup_entry()
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "thermo_bridge"})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+
+
+async def test_reconfigure_to_a_topic_of_another_entry(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
+    entry = await setup_entry()
+    await setup_entry(base="other")
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "other"})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert entry.data == {CONF_BASE_TOPIC: "thermo_bridge"}
+
+
+async def test_options_flow(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
+    entry = await setup_entry()
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "init"
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"command_timeout": 25, "optimistic": True}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == {"command_timeout": 25, "optimistic": True}
+    # Read live by the bridge, no reload needed.
+    assert entry.runtime_data.command_timeout == 25
+    assert entry.runtime_data.optimistic is True
+
+
+@pytest.mark.parametrize("seconds", [0, 301])
+async def test_options_flow_rejects_out_of_range_timeout(
+    hass: HomeAssistant, setup_entry: SetupEntry, seconds: int
+) -> None:
+    entry = await setup_entry()
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    with pytest.raises(InvalidData, match="command_timeout"):
+        await hass.config_entries.options.async_configure(
+            result["flow_id"], {"command_timeout": seconds, "optimistic": False}
+        )
+    assert entry.options == {}
