@@ -85,6 +85,8 @@ EVENT_PROBABILITY = 1 / 900
 """Chance per device per tick of a spontaneous event (about one every 15 minutes)."""
 MAX_PENDING_PER_DEVICE = 2000
 """Load mode: a device with this many unacknowledged publishes skips its turn (no unbounded queue)."""
+MAX_RECONNECT_DELAY = 2.0
+"""Reconnect backoff cap (from 0.25 s, doubling): short, since tests and benchmarks restart brokers."""
 HYSTERESIS = 0.3
 OUTDOOR_TEMPERATURE = 8.0
 LOSS_TIME_CONSTANT = 3600.0  # seconds for the room to lose 63 % of its excess over outdoors
@@ -807,12 +809,19 @@ class Simulator:
         properties: Properties | None,
     ) -> None:
         device = self._by_client[client]
-        device.connected = False
+        was_connected, device.connected = device.connected, False
         device.pending = 0
+        if self._starting and not was_connected and self._connect_error is None:
+            # Closed before any CONNACK: retrying cannot help (a TLS port, or not an MQTT broker).
+            self._connect_error = (
+                f"the MQTT broker at {self.host}:{self.port} closed the connection before accepting it "
+                f"({reason_code}); is it a TLS port (use tls_ca / --tls-ca) or not an MQTT listener?"
+            )
+            return
         if self._running and self._connect_error is None:
             _LOGGER.warning("%s lost its connection (%s); reconnecting", device.device_id, reason_code)
             device.reconnect_at = time.monotonic() + device.reconnect_delay
-            device.reconnect_delay = min(5.0, device.reconnect_delay * 2)
+            device.reconnect_delay = min(MAX_RECONNECT_DELAY, device.reconnect_delay * 2)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: object, mid: int, reason_code: ReasonCode, properties: Properties
@@ -970,7 +979,7 @@ class Simulator:
         except SimulatorError as err:
             _LOGGER.debug("%s: %s", device.device_id, err)
             device.reconnect_at = time.monotonic() + device.reconnect_delay
-            device.reconnect_delay = min(5.0, device.reconnect_delay * 2)
+            device.reconnect_delay = min(MAX_RECONNECT_DELAY, device.reconnect_delay * 2)
 
 
 # ---------------------------------------------------------------------- CLI

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.broker import Mosquitto, find_mosquitto
+from tests.broker import Mosquitto, find_mosquitto, free_port
 from thermo_bridge_protocol import (
     Ack,
     AckStatus,
@@ -555,6 +555,89 @@ def test_cli_runs_with_the_right_credentials(
     out = capsys.readouterr().out
     assert "2 devices" in out
     assert "state messages in" in out
+
+
+def _write_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1: (ca, cert, key) PEM files."""
+    import datetime as dt  # noqa: PLC0415 - only this test needs them
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "thermo_bridge test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+def test_simulator_over_tls(tmp_path: Path) -> None:
+    """--tls-ca: the devices connect over TLS (and the selector loop drains TLS-buffered bytes)."""
+    ca, cert, key = _write_tls_files(tmp_path / "tls")
+    tls_port = free_port()
+    extra = f"listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+    broker = Mosquitto(tmp_path / "tls-broker", websockets=False, extra_config=extra)
+    broker.start()
+    try:
+        got: list[tuple[str, bytes]] = []
+        reader = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        reader.on_message = lambda c, u, msg: got.append((msg.topic, msg.payload))
+        reader.connect(broker.host, broker.port)  # the plain listener sees the same topics
+        reader.subscribe("thermo_bridge/#", 1)
+        reader.loop_start()
+        time.sleep(0.2)
+        sim = Simulator(broker.host, tls_port, thermostats=1, tls_ca=str(ca), seed=10)
+        sim.start()
+        try:
+            sim.publish_state("sim_thermostat_1", temperature=25.0)
+            wait_for(lambda: ("thermo_bridge/sim_thermostat_1/availability", b"online") in got, "online over TLS")
+            wait_for(lambda: sum(1 for t, _ in got if t.endswith("/state")) >= 2, "states over TLS")
+        finally:
+            sim.stop()
+        reader.loop_stop()
+        reader.disconnect()
+        with pytest.raises(SimulatorError, match="closed the connection before accepting it"):  # plain on TLS
+            Simulator(broker.host, tls_port, thermostats=1).start(timeout=3)
+    finally:
+        broker.stop()
 
 
 def test_missing_mosquitto_binary_fails_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
