@@ -144,7 +144,7 @@ class VersionedSnapshotExtension(HomeAssistantSnapshotExtension):
     @classmethod
     def dirname(cls, *, test_location: Any) -> str:
         year, month = ha_version()
-        return str(Path(test_location.filepath).parent / "__snapshots__" / f"ha-{year}.{month}")
+        return str(Path(test_location.filepath).parent / "snapshots" / f"ha-{year}.{month}")
 
 
 @pytest.fixture
