@@ -445,7 +445,18 @@ def machine() -> dict[str, str]:
 
         out = subprocess.run([find_mosquitto(), "-h"], capture_output=True, text=True, check=False).stdout
         mosq = out.splitlines()[0].strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "custom_components/thermo_bridge"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    ).stdout.strip()
     return {
+        "code": f"{commit or 'unknown'}" + (" (integration has uncommitted changes)" if dirty else ""),
         "cpus (nproc)": str(os.cpu_count()),
         "cpu": cpu,
         "ram": mem,
