@@ -50,6 +50,7 @@ import platform
 import pstats
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -488,9 +489,23 @@ def run_worker(variant: str, args: argparse.Namespace, log_dir: Path, trial: int
         *(["--profile", str(Path(args.profile).resolve())] if args.profile else []),
     ]
     log = log_dir / f"{trial:02d}-{variant}.log"
+    # Two waits of --timeout (discovery, restart), the update phase, and start/stop margins.
+    limit = 2 * args.timeout + args.updates / max(args.rate, 1) + 180
     with log.open("w") as err:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, check=False, cwd=REPO)
-    for line in proc.stdout.splitlines():
+        # Its own process group, so a hung trial is stopped with its broker and publisher.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, start_new_session=True)
+        try:
+            stdout, _ = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            print(f"  {variant} trial {trial} TIMED OUT after {limit:.0f} s; log {log}", file=sys.stderr)
+            return None
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    for line in stdout.splitlines():
         if line.startswith(RESULT_MARK):
             result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
             return result
@@ -533,17 +548,18 @@ def summarize(
     for variant, runs in results.items():
         if runs:
             medians[variant] = {key: statistics.median(r[key] for r in runs) for key, _, _ in METRICS}
-    header = "| metric (median of runs) | " + " | ".join(f"{LABEL[v]} (n={len(results[v])})" for v in medians)
-    has_ratio = {"baseline", "ours"} <= set(medians)
-    lines.append(header + (" | ours / baseline |" if has_ratio else " |"))
-    lines.append("|---" * (len(medians) + 1 + has_ratio) + "|")
-    for key, label, fmt in METRICS:
-        row = f"| {label} | " + " | ".join(fmt.format(medians[v][key]) for v in medians)
-        if has_ratio:
-            base = medians["baseline"][key]
-            row += f" | {medians['ours'][key] / base:.2f}" if base else " | n/a"
-        lines.append(row + " |")
-    lines.append("")
+    if medians:
+        header = "| metric (median of runs) | " + " | ".join(f"{LABEL[v]} (n={len(results[v])})" for v in medians)
+        has_ratio = {"baseline", "ours"} <= set(medians)
+        lines.append(header + (" | ours / baseline |" if has_ratio else " |"))
+        lines.append("|---" * (len(medians) + 1 + has_ratio) + "|")
+        for key, label, fmt in METRICS:
+            row = f"| {label} | " + " | ".join(fmt.format(medians[v][key]) for v in medians)
+            if has_ratio:
+                base = medians["baseline"][key]
+                row += f" | {medians['ours'][key] / base:.2f}" if base else " | n/a"
+            lines.append(row + " |")
+        lines.append("")
     for variant, runs in results.items():
         if not runs:
             lines.append(f"- {variant}: every trial failed (see the logs printed above)")
