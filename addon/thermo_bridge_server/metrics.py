@@ -17,6 +17,7 @@ from typing import Any, Protocol
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "thermo_bridge_"
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_]")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class IngestCounters(Protocol):
@@ -104,8 +105,8 @@ class HttpCounters:
         self.rate_limited = 0
 
     def observe(self, method: str, status: int) -> None:
-        """Count one finished request."""
-        self.responses[(method, status)] += 1
+        """Count one finished request (unknown methods share one label: clients pick methods)."""
+        self.responses[(method if method in _METHODS else "OTHER", status)] += 1
 
 
 class Metrics:

@@ -579,6 +579,11 @@ async def test_metrics_exposition(stack: ServerStack, admin: str) -> None:
     assert samples[("thermo_bridge_http_requests_total", (("method", "GET"), ("status", "200")))] >= 1
     assert samples[("thermo_bridge_http_requests_total", (("method", "GET"), ("status", "401")))] >= 1
     assert samples[("thermo_bridge_mqtt_connected", ())] == 1
+    await stack.api.call("PROPFIND", "/api/v1/devices", token=admin)  # client-chosen methods share a label
+    samples = parse_prometheus((await stack.api.call("GET", "/metrics")).text)
+    methods = {dict(labels)["method"] for name, labels in samples if name == "thermo_bridge_http_requests_total"}
+    assert "PROPFIND" not in methods
+    assert "OTHER" in methods
     assert samples[("thermo_bridge_http_open_connections", ())] >= 1
     assert samples[("thermo_bridge_http_requests_in_flight", ())] == 1  # this scrape
     assert {("status", s) for s in ("sent", "acked", "failed", "timed_out")} <= {
