@@ -20,7 +20,7 @@ from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from tests.broker import Mosquitto, free_port
-from tests.server.api_stack import make_config, wait_for
+from tests.server.api_stack import ADMIN, RW, ServerStack, make_config, wait_for
 from tests.server.jwks import JwksServer
 from thermo_bridge_server.app import COMPONENTS, create_app
 from thermo_bridge_server.config import OPTIONS
@@ -309,3 +309,39 @@ def test_readme_documents_every_option() -> None:
     for option in OPTIONS:
         row = f"| `{option.name}` | `{option.env}` | `{option.cli}` |"
         assert row in section, f"README's configuration table lacks {option.name}"
+
+
+async def test_api_end_to_end_on_postgresql(pg_dsn: str, tmp_path: Path) -> None:
+    """The same API over the PostgreSQL store: devices, state, history, a command acked, isolation."""
+    stack = ServerStack(tmp_path, thermostats=1, sensors=1, prefix="pg", env={"store_url": pg_dsn})
+    await stack.start()
+    try:
+        api = stack.api
+        admin = api.token("auth0|admin", ADMIN)
+        assert (
+            await api.call("PUT", "/api/v1/admin/devices/pg_sensor_1/home", token=admin, json_body={"home": "other"})
+        ).status == 200
+        user = api.token("auth0|pg-user", RW, homes=[stack.components.config.default_home])
+        listed = await api.call("GET", "/api/v1/devices", token=user)
+        assert [d["id"] for d in listed.json()["devices"]] == ["pg_thermostat_1"]
+        assert (await api.call("GET", "/api/v1/devices/pg_sensor_1/state", token=user)).status == 403
+        state = await api.call("GET", "/api/v1/devices/pg_thermostat_1/state", token=user)
+        assert "temperature" in state.json()["values"]
+        history = await api.call(
+            "GET", "/api/v1/devices/pg_thermostat_1/history", token=user, params={"resolution": "1m"}
+        )
+        assert history.json()["points"]
+        sent = await api.call(
+            "POST",
+            "/api/v1/devices/pg_thermostat_1/commands",
+            token=user,
+            json_body={"values": {"target_temperature": 19.5}},
+        )
+        assert sent.status == 202
+
+        async def acked() -> bool:
+            return (await api.call("GET", sent.headers["Location"], token=user)).json()["status"] == "acked"
+
+        await wait_for(acked, what="the command acked through PostgreSQL")
+    finally:
+        await stack.stop()
