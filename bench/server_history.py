@@ -297,7 +297,7 @@ def main() -> None:
     for k, v in env.items():
         print(f"| {k} | {v} |")
     print()
-    print(f"Command: `.venv/bin/python bench/server_history.py {shlex.join(argv)}`".replace(" `", " `"))
+    print(f"Command: `{' '.join(['.venv/bin/python', 'bench/server_history.py', *map(shlex.quote, argv)])}`")
     print(
         f"(history table: {rows:,} rows = {args.devices} devices x 2 keys x {args.points:,} samples; "
         f"{args.iterations} timed calls per query after 3 warm-ups)"

@@ -133,23 +133,39 @@ class Worker:
         self.log.close()
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
 def proc_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far."""
-    import os  # noqa: PLC0415
-
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL process on the machine (the server's backends do the writes)."""
-    total = 0.0
+def snapshot() -> dict[int, tuple[str, float]]:
+    """pid -> (command name, CPU seconds so far) of every process on the machine."""
+    out: dict[int, tuple[str, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             text = stat.read_text()
-            if text[text.index("(") + 1 : text.rindex(")")].startswith("postgres"):
-                total += proc_cpu(int(stat.parent.name))
-    return total
+            comm = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text.rsplit(")", 1)[1].split()
+            out[int(stat.parent.name)] = (comm, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+def cpu_by_name(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], exclude: set[int]
+) -> dict[str, float]:
+    """CPU seconds used between two snapshots, summed per command name (new processes count whole)."""
+    used: dict[str, float] = {}
+    for pid, (comm, cpu) in after.items():
+        if pid in exclude:
+            continue
+        delta = cpu - before[pid][1] if pid in before else cpu  # kernel workers rename themselves: keep the pid
+        if delta > 0:
+            used[comm] = used.get(comm, 0.0) + delta
+    return used
 
 
 def cpu_busy() -> tuple[int, int]:
@@ -277,8 +293,9 @@ class Run:
         assert self.broker._proc is not None
         broker_pid = self.broker._proc.pid
         broker0 = proc_cpu(broker_pid)
-        pg0 = postgres_cpu()
+        snap0 = snapshot()
         busy0 = cpu_busy()
+        t_go = time.monotonic()
         for w in workers:
             w.send("go")
         last_total, last_change = -1, time.monotonic()
@@ -292,8 +309,11 @@ class Run:
             if any(w.proc.poll() is not None for w in workers):
                 break
         busy1 = cpu_busy()
+        t_stop = time.monotonic()
         broker_cpu = proc_cpu(broker_pid) - broker0
-        pg_cpu = postgres_cpu() - pg0
+        used = cpu_by_name(snap0, snapshot(), {os.getpid(), broker_pid, *(w.proc.pid for w in workers)})
+        pg_cpu = sum(v for k, v in used.items() if k.startswith("postgres"))
+        others = sorted(((k, v) for k, v in used.items() if not k.startswith("postgres")), key=lambda kv: -kv[1])[:3]
         for w in workers:
             with contextlib.suppress(BrokenPipeError):
                 w.send("stop")
@@ -314,10 +334,15 @@ class Run:
             "cpu_us": 1e6 * cpu / n if n else 0.0,
             "broker_cpu_us": 1e6 * broker_cpu / n if n else 0.0,
             "pg_cpu_us": 1e6 * pg_cpu / n if n else 0.0,
-            "wall_cores": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * (os.cpu_count() or 1),
+            "other_cores": max(
+                0.0,
+                (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * (os.cpu_count() or 1)
+                - (cpu + broker_cpu + pg_cpu) / max(1e-9, t_stop - t_go),
+            ),
             "machine_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
             "per_worker": [f["n"] for f in done],
             "background": background,
+            "others": [(k, round(v / max(1e-9, t_stop - t_go), 2)) for k, v in others],
             "distinct_floor": sum(f.get("distinct", 0) for f in done),
             "duplicates": sum(f.get("ingest", {}).get("duplicates", 0) for f in done),
             "rejected": sum(sum(f.get("ingest", {}).get("rejected_by_reason", {}).values()) for f in done),
@@ -370,7 +395,8 @@ async def run_once(args: argparse.Namespace, index: int, workdir: Path) -> dict[
                 f"  {variant:9s} {result['rate']:9,.0f} msg/s  lost {result['lost']}  "
                 f"CPU/msg: consumer {result['cpu_us']:.0f} µs, broker {result['broker_cpu_us']:.0f} µs, "
                 f"PostgreSQL {result['pg_cpu_us']:.0f} µs; "
-                f"machine busy {100 * result['machine_busy']:.0f}% (before: {100 * result['background']:.0f}%)"
+                f"machine busy {100 * result['machine_busy']:.0f}% (before: {100 * result['background']:.0f}%, "
+                f"not ours: {result['other_cores']:.2f} cores, e.g. {result['others']})"
                 f"  per worker {result['per_worker']}{extra}",
                 flush=True,
             )
@@ -384,13 +410,14 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], argv: list[s
     lines += [f"| {k} | {v} |" for k, v in env.items()]
     lines += [
         "",
-        f"Command: `.venv/bin/python bench/server_ingest.py {shlex.join(argv)}`".replace(" `", " `").rstrip(),
+        f"Command: `{' '.join(['.venv/bin/python', 'bench/server_ingest.py', *map(shlex.quote, argv)])}`",
         f"({args.messages:,} QoS 1 state reports from {args.devices} devices per run, {len(runs)} runs,"
         f" shared = {args.workers} worker processes)",
         "",
         "| variant | msg/s (median) | ratio to floor (median of per-run ratios) | lost (all runs) |"
-        " CPU µs/msg: consumer | broker | PostgreSQL | machine busy (2 cores) | runs (msg/s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " CPU µs/msg: consumer | broker | PostgreSQL | machine busy (2 cores) | of which not ours (cores) |"
+        " runs (msg/s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in args.variants:
         rates = [r[variant]["rate"] for r in runs if variant in r]
@@ -402,11 +429,12 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], argv: list[s
         broker_cpu = statistics.median(r[variant]["broker_cpu_us"] for r in runs)
         pg_cpu = statistics.median(r[variant]["pg_cpu_us"] for r in runs)
         busy = statistics.median(r[variant]["machine_busy"] for r in runs)
+        other = statistics.median(r[variant]["other_cores"] for r in runs)
         name = f"shared x{args.workers}" if variant == "shared" else variant
         lines.append(
             f"| {name} | {statistics.median(rates):,.0f} | "
             f"{f'{statistics.median(ratios):.2f}' if ratios else '-'} | {lost} | "
-            f"{cpu:.0f} | {broker_cpu:.0f} | {pg_cpu:.0f} | {100 * busy:.0f}% | "
+            f"{cpu:.0f} | {broker_cpu:.0f} | {pg_cpu:.0f} | {100 * busy:.0f}% | {other:.2f} | "
             f"{', '.join(f'{x:,.0f}' for x in rates)} |"
         )
     return "\n".join(lines)
