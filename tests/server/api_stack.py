@@ -137,7 +137,7 @@ class Response:
         assert err["code"]
         assert isinstance(err["message"], str)
         assert err["message"]
-        return err
+        return dict(err)
 
 
 class ServerStack:

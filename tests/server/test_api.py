@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.server.api_stack import ADMIN, RW, ServerStack, wait_for
 from thermo_bridge_server.app import server_version
@@ -238,7 +239,7 @@ async def test_command_end_to_end_publish_ack_status(stack: ServerStack) -> None
 
     async def acked() -> bool:
         status = await stack.api.call("GET", resp.headers["Location"], token=token)
-        return status.json()["status"] == "acked"
+        return bool(status.json()["status"] == "acked")
 
     await wait_for(acked, what="the device's ack")
     final = (await stack.api.call("GET", resp.headers["Location"], token=token)).json()
@@ -247,7 +248,7 @@ async def test_command_end_to_end_publish_ack_status(stack: ServerStack) -> None
 
     async def applied() -> bool:
         state = await stack.api.call("GET", f"/api/v1/devices/{T1}/state", token=token)
-        return state.json()["values"].get("target_temperature") == 23.5
+        return bool(state.json()["values"].get("target_temperature") == 23.5)
 
     await wait_for(applied, what="the new setpoint in the state")
 
@@ -318,6 +319,28 @@ async def test_oversized_body_is_refused_before_authentication(stack: ServerStac
     resp = await stack.api.call("POST", f"/api/v1/devices/{T1}/commands", data=b"x" * 5000, validate=False)
     assert resp.status == 413
     assert resp.error["details"] == {"limit": 2048}
+
+
+async def test_oversized_chunked_body_is_413(stack: ServerStack, admin: str) -> None:
+    """Without Content-Length the limit is enforced while reading (aiohttp's client_max_size)."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"values": {"hvac_mode": "'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'"}}'
+
+    before = len(stack.sim.commands)
+    resp = await stack.api.call(
+        "POST",
+        f"/api/v1/devices/{T1}/commands",
+        token=admin,
+        data=chunks(),  # type: ignore[arg-type]
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status == 413
+    assert resp.error["code"] == "payload_too_large"
+    assert len(stack.sim.commands) == before
 
 
 async def test_unknown_command_is_404(stack: ServerStack, admin: str) -> None:
@@ -451,7 +474,7 @@ async def test_admin_assigns_device_home(stack: ServerStack, admin: str) -> None
 
 
 async def test_rejected_messages_are_counted_and_kept_as_dead_letters(stack: ServerStack, admin: str) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.connect(stack.broker.host, stack.broker.port)
     client.loop_start()
     try:

@@ -142,7 +142,7 @@ async def test_server_process_dev_auth_command_and_graceful_sigterm(
 
             async def acked() -> bool:
                 _, body = await _get(session, base + location, token)
-                return body["status"] == "acked"
+                return bool(body["status"] == "acked")
 
             await wait_for(acked, what="the command to be acked")
             # Without write permission the same token shape is refused.
@@ -340,7 +340,7 @@ async def test_api_end_to_end_on_postgresql(pg_dsn: str, tmp_path: Path) -> None
         assert sent.status == 202
 
         async def acked() -> bool:
-            return (await api.call("GET", sent.headers["Location"], token=user)).json()["status"] == "acked"
+            return bool((await api.call("GET", sent.headers["Location"], token=user)).json()["status"] == "acked")
 
         await wait_for(acked, what="the command acked through PostgreSQL")
     finally:
