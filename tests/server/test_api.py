@@ -692,6 +692,15 @@ async def test_health_reports_broker_outage_and_recovery(small_stack: ServerStac
     assert body["broker"] == {"connected": False}
     assert body["store"] == {"ok": True}
 
+    # A command cannot be published now: 503, and nothing is left pending.
+    token = small_stack.api.token("auth0|outage", ADMIN)
+    resp = await small_stack.api.call(
+        "POST", "/api/v1/devices/s_thermostat_1/commands", token=token, json_body={"values": {"hvac_mode": "off"}}
+    )
+    assert resp.status == 503
+    assert resp.error["code"] == "broker_unavailable"
+    assert await small_stack.components.store.pending_commands(time.time() + 1) == []
+
     await asyncio.to_thread(small_stack.broker.start)
 
     async def healthy() -> bool:
