@@ -345,3 +345,27 @@ async def test_api_end_to_end_on_postgresql(pg_dsn: str, tmp_path: Path) -> None
         await wait_for(acked, what="the command acked through PostgreSQL")
     finally:
         await stack.stop()
+
+
+def test_demo_script_check_mode() -> None:
+    """The README's one-minute demo works: scripts/demo --check runs its own curl examples."""
+    root = Path(__file__).parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("THERMO_BRIDGE_", "SUPERVISOR_"))}
+    proc = subprocess.Popen(
+        [str(root / "scripts" / "demo"), "--check"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # on a timeout the whole group (broker, server, simulator) is stopped
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        pytest.fail(f"scripts/demo --check hung:\n{stdout[-2000:]}{stderr[-2000:]}")
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert "--check: OK (4 devices" in stdout
+    assert "export TOKEN=" in stdout
+    assert "Stopped." in stdout
