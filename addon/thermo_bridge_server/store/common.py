@@ -62,8 +62,8 @@ def dumps(value: object) -> str:
 
 
 def config_json(config: DeviceConfig) -> str:
-    """The stored form of a config: its canonical wire form."""
-    return dumps(config.as_dict())
+    """The stored form of a config: its wire form, keys in order (measurements are ordered)."""
+    return json.dumps(config.as_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
 def load_config(text: str) -> DeviceConfig:

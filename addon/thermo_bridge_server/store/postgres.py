@@ -85,7 +85,7 @@ RETRIES = 5
 
 _COMMAND_COLUMNS = "command_id, device_id, sub, vals::text, status, reason, created_at, updated_at"
 _DEVICE_SELECT = (
-    "SELECT d.device_id, d.home, d.config::text, a.online, d.first_seen, d.updated_at"
+    "SELECT d.device_id, d.home, d.config, a.online, d.first_seen, d.updated_at"
     " FROM devices d LEFT JOIN availability a USING (device_id)"
 )
 
@@ -185,7 +185,7 @@ class _Batch:
             ts, device_ids, homes, types, data = zip(*events, strict=True)
             await conn.execute(
                 "INSERT INTO events (id, ts, device_id, home, type, data)"
-                " SELECT u.id, u.ts, u.device_id, COALESCE(u.home, d.home, $7), u.type, u.data::jsonb"
+                " SELECT u.id, u.ts, u.device_id, COALESCE(u.home, d.home, $7), u.type, u.data::json"
                 " FROM unnest($1::int8[], $2::float8[], $3::text[], $4::text[], $5::text[], $6::text[])"
                 " AS u(id, ts, device_id, home, type, data) LEFT JOIN devices d ON d.device_id = u.device_id",
                 ids,
@@ -234,7 +234,7 @@ class _Batch:
         text = config_json(config)
         changed = await self.conn.fetchval(
             "INSERT INTO devices (device_id, home, kind, config, first_seen, updated_at)"
-            " VALUES ($1, $2, $3, $4::jsonb, $5, $5)"
+            " VALUES ($1, $2, $3, $4, $5, $5)"
             " ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, config = excluded.config,"
             " updated_at = excluded.updated_at WHERE devices.config IS DISTINCT FROM excluded.config RETURNING 1",
             config.device_id,

@@ -5,7 +5,7 @@ CREATE TABLE devices (
     device_id   text PRIMARY KEY,
     home        text NOT NULL,
     kind        text NOT NULL,
-    config      jsonb NOT NULL,
+    config      text NOT NULL,           -- canonical wire form; text keeps the measurements' order
     first_seen  double precision NOT NULL,
     updated_at  double precision NOT NULL
 );
@@ -56,7 +56,7 @@ CREATE TABLE events (
     device_id   text NOT NULL,
     home        text NOT NULL,
     type        text NOT NULL,
-    data        jsonb NOT NULL
+    data        json NOT NULL            -- json (not jsonb) keeps key order, e.g. a config's measurements
 );
 CREATE INDEX events_ts ON events USING brin (ts);
 CREATE INDEX events_home ON events (home, id);
