@@ -22,7 +22,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from tests.broker import Mosquitto, free_port
 from tests.server.api_stack import ADMIN, RW, ServerStack, make_config, wait_for
 from tests.server.jwks import JwksServer
-from thermo_bridge_server.app import COMPONENTS, create_app
+from thermo_bridge_server.app import COMPONENTS, create_app, server_version
 from thermo_bridge_server.config import OPTIONS
 from thermo_bridge_server.discovery import SERVICE_TYPE, Advertiser
 from thermo_bridge_server.simulator import Simulator
@@ -56,7 +56,7 @@ def server_process(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[tuple[subpr
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "thermo_bridge_server"],
-            env=server_env(mosquitto, tmp_path, port),
+            env=server_env(mosquitto, tmp_path, port, THERMO_BRIDGE_ZEROCONF="true"),
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
@@ -117,6 +117,9 @@ async def test_server_process_dev_auth_command_and_graceful_sigterm(
 
         await wait_for(healthy, within=30, what="the server process to be healthy")
         assert "DEV AUTH IS ENABLED" in log.read_text()
+        # Bound to loopback, the server advertises itself there with its real port.
+        found = await browse_for_port(port)
+        assert found == {"version": server_version(), "api_path": "/api/v1", "base_topic": "thermo_bridge"}
 
         sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, id_prefix="proc", seed=1)
         await asyncio.to_thread(sim.start)
@@ -174,6 +177,30 @@ async def test_server_process_dev_auth_command_and_graceful_sigterm(
         assert state.values["target_temperature"] == 22
     finally:
         await store.close()
+
+
+async def browse_for_port(port: int) -> dict[str, str | None]:
+    """Browse _thermo-bridge._tcp on loopback for an instance on ``port``; return its TXT properties."""
+    zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    names: set[str] = set()
+
+    def on_change(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Added:
+            names.add(name)
+
+    browser = AsyncServiceBrowser(zc.zeroconf, [SERVICE_TYPE], handlers=[on_change])
+    try:
+        deadline = asyncio.get_running_loop().time() + 15
+        while asyncio.get_running_loop().time() < deadline:
+            for name in list(names):
+                info = AsyncServiceInfo(SERVICE_TYPE, name)
+                if await info.async_request(zc.zeroconf, 1000) and info.port == port:
+                    return dict(info.decoded_properties)
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no zeroconf instance on port {port} (saw {sorted(names)})")
+    finally:
+        await browser.async_cancel()
+        await zc.async_close()
 
 
 def _run_server(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
