@@ -50,7 +50,7 @@ def with_search_path(dsn: str, schema: str) -> str:
 @pytest.fixture
 async def pg_dsn() -> AsyncIterator[str]:
     """A DSN whose search_path is a fresh, empty schema, dropped afterwards (parallel runs never collide)."""
-    import asyncpg  # noqa: PLC0415 - only PostgreSQL tests need it
+    import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415 - only PostgreSQL tests need it
 
     base = pg_base_dsn()
     schema = f"tb_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"

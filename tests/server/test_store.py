@@ -18,6 +18,7 @@ from thermo_bridge_server.store.base import (
     DEAD_LETTER_PAYLOAD_BYTES,
     CommandRecord,
     CommandStatus,
+    DeviceRecord,
     EventType,
     Store,
 )
@@ -95,7 +96,7 @@ async def raw_fetch(store_url: str, sql: str, *args: Any) -> list[tuple[Any, ...
                 conn.close()
 
         return await asyncio.to_thread(run)
-    import asyncpg  # noqa: PLC0415
+    import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415
 
     conn = await asyncpg.connect(store_url)
     try:
@@ -170,7 +171,9 @@ async def test_list_devices_filters(store: Store) -> None:
     await store.apply_availability("thermo_1", False, T0)
     assert await store.set_device_home("sensor_2", "cabin")
 
-    ids = lambda devices: [d.device_id for d in devices]  # noqa: E731
+    def ids(devices: list[DeviceRecord]) -> list[str]:
+        return [d.device_id for d in devices]
+
     assert ids(await store.list_devices()) == ["sensor_1", "sensor_2", "thermo_1"]
     assert ids(await store.list_devices(kind="thermostat")) == ["thermo_1"]
     assert ids(await store.list_devices(online=True)) == ["sensor_1"]
@@ -457,7 +460,7 @@ async def test_event_log_offsets_and_homes(store: Store) -> None:
     await store.apply_config(config(THERMOSTAT), T0)
     assert await store.set_device_home("thermo_1", "cabin")
     assert not await store.set_device_home("ghost", "cabin")
-    futures = []
+    futures: list[asyncio.Future[Any]] = []
     for i in range(40):
         device = "sensor_1" if i % 2 else "thermo_1"
         futures.append(store.apply_state(device, StateUpdate({"temperature": float(i)}), T0 + i))
