@@ -48,6 +48,7 @@ import json
 import os
 import platform
 import pstats
+import resource
 import shlex
 import shutil
 import signal
@@ -469,6 +470,36 @@ def machine() -> dict[str, str]:
     }
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds all cores have been busy since boot (/proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_idle_machine(max_wait: float, cores: float = 0.3) -> float:
+    """Wait (at most ``max_wait`` s) until the rest of the machine used < ``cores`` over a second.
+
+    Returns how long it waited. Between trials nothing of ours runs, so what is busy is others.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < max_wait:
+        before = _machine_busy_s()
+        time.sleep(1.0)
+        if _machine_busy_s() - before < cores:
+            break
+    return time.monotonic() - started
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's waited-for descendants (the trials, their brokers and publishers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_worker(variant: str, args: argparse.Namespace, log_dir: Path, trial: int) -> dict[str, Any] | None:
     """Run one trial in a fresh process; None (and the log tail) if it failed."""
     cmd = [
@@ -491,6 +522,7 @@ def run_worker(variant: str, args: argparse.Namespace, log_dir: Path, trial: int
     log = log_dir / f"{trial:02d}-{variant}.log"
     # Two waits of --timeout (discovery, restart), the update phase, and start/stop margins.
     limit = 2 * args.timeout + args.updates / max(args.rate, 1) + 180
+    busy0, children0, wall0 = _machine_busy_s(), _children_cpu_s(), time.monotonic()
     with log.open("w") as err:
         # Its own process group, so a hung trial is stopped with its broker and publisher.
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, start_new_session=True)
@@ -508,6 +540,9 @@ def run_worker(variant: str, args: argparse.Namespace, log_dir: Path, trial: int
     for line in stdout.splitlines():
         if line.startswith(RESULT_MARK):
             result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
+            # CPU the rest of the machine used meanwhile (the trial's own processes excluded).
+            result["other_cpu_s"] = max(0.0, (_machine_busy_s() - busy0) - (_children_cpu_s() - children0))
+            result["trial_wall_s"] = time.monotonic() - wall0
             return result
     tail = log.read_text().splitlines()[-15:]
     print(f"  {variant} trial {trial} FAILED (exit {proc.returncode}); log {log}:", file=sys.stderr)
@@ -579,6 +614,8 @@ def summarize(
             for r in runs
         )
         lines.append(f"  - each run (discovery / CPU per 1,000 / p99): {per_run}")
+        other = "; ".join(f"{r['other_cpu_s']:.0f} s in {r['trial_wall_s']:.0f} s" for r in runs)
+        lines.append(f"  - CPU used by other processes on the machine during each run: {other}")
         warnings = Counter[str]()
         for r in runs:
             warnings.update(r["warnings"])
@@ -605,6 +642,13 @@ def main() -> None:
         "discovery, one config per device), ours",
     )
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all entities")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each trial, wait up to S seconds for the rest of the machine to be nearly idle",
+    )
     parser.add_argument("--profile", metavar="DIR", help="cProfile each phase into DIR (slows HA down)")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -627,6 +671,9 @@ def main() -> None:
         order = variants if repeat % 2 == 0 else variants[::-1]
         for variant in order:
             trial += 1
+            if args.wait_idle > 0:
+                waited = wait_for_idle_machine(args.wait_idle)
+                print(f"(waited {waited:.0f} s for a quieter machine)", file=sys.stderr, flush=True)
             print(f"trial {trial}: {variant}, {args.devices} devices ...", file=sys.stderr, flush=True)
             result = run_worker(variant, args, log_dir, trial)
             if result is not None:
