@@ -45,6 +45,7 @@ import cProfile
 import gc
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import pstats
@@ -215,7 +216,7 @@ def _percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    index = min(len(ordered) - 1, max(0, math.ceil(pct / 100 * len(ordered)) - 1))  # nearest rank
     return ordered[index]
 
 
