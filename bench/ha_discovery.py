@@ -245,10 +245,11 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
     # TCP_NODELAY on the broker's sockets too: otherwise Nagle + delayed ACK put a 40 ms
     # step into the latency tail of both variants and hide what HA itself does.
     broker = Mosquitto(tmp / "broker", websockets=False, extra_config="set_tcp_nodelay true\n")
-    broker.start()
-    pub = await Publisher.start(broker.port)
+    pub: Publisher | None = None
     hass: HomeAssistant | None = None
     try:
+        broker.start()
+        pub = await Publisher.start(broker.port)
         hass = await _ha.start_home_assistant(tmp / "config")
         await _ha.add_mqtt_entry(hass, broker.host, broker.port)
         if variant == "ours":
@@ -412,7 +413,8 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
         if hass is not None:
             with contextlib.suppress(Exception):
                 await hass.async_stop()
-        await pub.close()
+        if pub is not None:
+            await pub.close()
         broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         phase("stopped")
