@@ -350,3 +350,39 @@ async def test_publish_failure_reverts_and_raises(
 async def test_ack_for_someone_elses_command_is_ignored(hass: HomeAssistant, thermostat: MockConfigEntry) -> None:
     await send(hass, THERMOSTAT_ID, "ack", {"id": "fromtheserver1", "status": "ok"})
     assert hass.states.get(ENTITY).attributes[ATTR_TEMPERATURE] == 21
+
+
+async def test_service_call_returns_before_the_timeout_and_the_value_stays_until_it(
+    hass: HomeAssistant, setup_entry: SetupEntry, mqtt_mock: Any, freezer: FrozenDateTimeFactory
+) -> None:
+    """The call waits for an ack at most SERVICE_ACK_WAIT; the requested value stays until the timeout."""
+    await setup_entry(options={"command_timeout": 20, "optimistic": False})
+    await send(hass, THERMOSTAT_ID, "config", THERMOSTAT_CONFIG_MIN)
+    await send(hass, THERMOSTAT_ID, "state", {"target_temperature": 20, "hvac_mode": "heat"})
+    task = asyncio.create_task(call(hass, "set_temperature", temperature=22))
+    await settle()
+    assert not task.done()
+    freezer.tick(timedelta(seconds=6))
+    async_fire_time_changed(hass)
+    await task
+    assert hass.states.get(ENTITY).attributes[ATTR_TEMPERATURE] == 22
+    freezer.tick(timedelta(seconds=15))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert hass.states.get(ENTITY).attributes[ATTR_TEMPERATURE] == 20
+
+
+async def test_mode_change_confirmed_by_state_report(
+    hass: HomeAssistant, thermostat: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    task = asyncio.create_task(call(hass, "set_hvac_mode", hvac_mode="cool"))
+    await settle()
+    assert hass.states.get(ENTITY).state == "cool"
+    fire(hass, THERMOSTAT_ID, "state", {"hvac_mode": "heat"})  # stale report: no bounce
+    await settle()
+    assert hass.states.get(ENTITY).state == "cool"
+    fire(hass, THERMOSTAT_ID, "state", {"hvac_mode": "cool", "hvac_action": "cooling"})
+    await task
+    assert hass.states.get(ENTITY).state == "cool"
+    assert hass.states.get(ENTITY).attributes[ATTR_HVAC_ACTION] == "cooling"
+    assert not thermostat.runtime_data.devices[THERMOSTAT_ID].pending
