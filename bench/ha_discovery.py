@@ -352,6 +352,17 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
             if i // devices < len(times):
                 latencies.append(times[i // devices] - t)
         await hass.async_block_till_done()
+        # Every temperature sensor must show the last value its device reported.
+        wrong_final = 0
+        for index, entity_id in temp_sensor.items():
+            rounds = len(range(index - 1, args.updates, devices))
+            expected = 20.0 if rounds == 0 else round(20.0 + rounds * 0.1, 1)  # bench/_publisher.py
+            state = hass.states.get(entity_id)
+            try:
+                ok = state is not None and abs(float(state.state) - expected) < 0.051
+            except ValueError:
+                ok = False
+            wrong_final += not ok
 
         phase("updates done")
 
@@ -402,6 +413,7 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
             "idle_cpu_per_s": idle_cpu,
             "updates": args.updates,
             "updates_seen": tracker.updates_seen,
+            "wrong_final_values": wrong_final,
             "update_cpu_s_per_1000": (cpu_u1 - cpu_u0) / max(tracker.updates_seen, 1) * 1000,
             "latency_p50_ms": _percentile(latencies, 50) * 1000,
             "latency_p99_ms": _percentile(latencies, 99) * 1000,
@@ -608,7 +620,8 @@ def summarize(
             f"- {variant}: per device {domains} ({first['per_device_with_state']} with a state); "
             f"{first['entities']} entities on {first['devices_registered']} devices; "
             f"{first['config_messages']} retained messages announced them; "
-            f"updates seen {min(r['updates_seen'] for r in runs)}/{args.updates} (worst run); "
+            f"updates seen {min(r['updates_seen'] for r in runs)}/{args.updates} (worst run), "
+            f"sensors not showing the last reported value {max(r['wrong_final_values'] for r in runs)}; "
             f"HA RSS after discovery {statistics.median(r['rss_mib'] for r in runs):.0f} MiB; "
             f"idle CPU {statistics.median(r['idle_cpu_per_s'] for r in runs) * 1000:.0f} ms/s"
         )
