@@ -109,6 +109,7 @@ class Ingest(ProtocolHandler):
         self._sweeper: asyncio.Task[None] | None = None
         self._shared_group = shared_group
         self._extra: list[Unsubscribe] = []
+        self._subscribed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         # Counters (read by /metrics).
         self.messages_in = 0
@@ -139,13 +140,18 @@ class Ingest(ProtocolHandler):
         finally:
             self._seeding = False
         self._accepting = True
-        await self.router.async_start()
-        if self._shared_group and not self._extra:
-            # MQTT v5 (4.8.2) sends no retained messages to a shared subscription, so a worker
-            # would never learn the availability devices published before it subscribed. Every
-            # worker also takes the availability topics normally: rare messages, idempotent writes.
-            topic = wildcard_topic(base, MessageKind.AVAILABILITY)
-            self._extra.append(await self._subscribe(topic, 1, self.router.handle_message))
+        if not self._subscribed:  # stop() keeps the subscriptions: a restart must not double them
+            await self.router.async_start()
+            self._subscribed = True
+            if self._shared_group:
+                # MQTT v5 (4.8.2) sends no retained messages to a shared subscription, so a worker
+                # would never learn the availability devices published before it subscribed. Every
+                # worker also takes the availability topics normally: rare messages, idempotent writes.
+                topic = wildcard_topic(base, MessageKind.AVAILABILITY)
+                self._extra.append(await self._subscribe(topic, 1, self.router.handle_message))
+        self._start_sweeper()
+
+    def _start_sweeper(self) -> None:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="thermo_bridge sweep")
 

@@ -234,6 +234,7 @@ async def test_rejected_messages_are_counted_dead_lettered_and_change_nothing(
         (state_topic, b"\xff\xfe", "not_utf8"),
         (state_topic, b"[1, 2]", "not_object"),
         (device_topic(BASE, "ghost", MessageKind.STATE), b'{"temperature": 20}', "unknown_device"),
+        (f"{BASE}/bad.id/state", b'{"temperature": 20}', "invalid_device_id"),
         (device_topic(BASE, "broken_1", MessageKind.CONFIG), b'{"schema": 1, "id": "broken_1"}', None),
         (device_topic(BASE, device_id, MessageKind.AVAILABILITY), b"maybe", "invalid_value"),
         (device_topic(BASE, device_id, MessageKind.EVENT), b'{"event": "explosion"}', "not_supported"),
@@ -583,3 +584,44 @@ async def test_qos1_redelivery_after_a_lost_ack_is_not_stored_twice(
     state = await store.get_state("redeliver_1")
     assert state is not None
     assert state.values["temperature"] == 21.5
+
+
+async def test_store_failure_leaves_the_message_unacknowledged_until_it_is_stored(
+    mosquitto: Mosquitto, tmp_path: Path, publisher: MqttTransport
+) -> None:
+    """A store that cannot write: no crash, no ack; the broker redelivers to the next run, which stores it."""
+    url = f"sqlite:///{tmp_path}/failing.db"
+    store = create_store(url, retention_days=30, dead_letter_limit=50)
+    await store.open()
+    server = await Server(mosquitto, store, "store-failure").start()
+    await _manual_thermostat(store, publisher, "fragile_1")
+    await store.close()  # the disk is gone, say
+    payload = json.dumps({"temperature": 23.0, "seq": 7, "ts": round(time.time(), 3)}).encode()
+    await publisher.publish(device_topic(BASE, "fragile_1", MessageKind.STATE), payload, 1, False)
+    await wait_for(lambda: server.ingest.store_errors == 1, what="the refused write")
+    assert server.transport.stats.acks_withheld == 1
+    assert server.transport.connected  # nothing crashed
+    await server.stop()
+
+    store = create_store(url, retention_days=30, dead_letter_limit=50)
+    await store.open()
+    try:
+        again = await Server(mosquitto, store, "store-failure").start()
+        state = await _until(lambda: store.get_state("fragile_1"), lambda s: s is not None and s.seq == 7)
+        assert state.values["temperature"] == 23.0
+        await again.stop()
+    finally:
+        await store.close()
+
+
+async def test_ingest_can_be_stopped_and_started_again(store: Store, servers: Any, publisher: MqttTransport) -> None:
+    server = await servers()
+    await _manual_thermostat(store, publisher, "again_1")
+    await server.ingest.stop()
+    await server.ingest.start()  # same transport: subscriptions are not doubled
+    topic = device_topic(BASE, "again_1", MessageKind.STATE)
+    await publisher.publish(topic, json.dumps({"temperature": 20.5, "seq": 1}).encode(), 1, False)
+    await _until(lambda: store.get_state("again_1"), lambda s: s is not None and s.seq == 1)
+    await wait_for(lambda: server.transport.held_acks == 0)
+    assert server.ingest.duplicates == 0
+    assert len(await stored_seqs(store)) == 1
