@@ -188,6 +188,27 @@ class Tracker:
                 return
 
 
+class GcWatch:
+    """Records CPython's garbage collections (start, end, generation) while active."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, float, int]] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.monotonic()
+        else:
+            self.pauses.append((self._started, time.monotonic(), info["generation"]))
+
+    def start(self) -> None:
+        gc.callbacks.append(self)
+
+    def stop(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
+
+
 class Profiler:
     """cProfile of the event loop thread over one phase, when ``--profile DIR`` is given.
 
@@ -332,6 +353,8 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
         tracker.updates_expected = args.updates
         profiler = Profiler(args.profile, variant, "updates")
         cpu_u0 = time.process_time()
+        gc_watch = GcWatch()
+        gc_watch.start()
         published = await pub.request(
             op="updates",
             variant=variant,
@@ -344,13 +367,19 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(tracker.updated.wait(), 30 + args.updates / max(args.rate, 1))
         profiler.stop()
+        gc_watch.stop()
         cpu_u1 = tracker.updated_at[1] if tracker.updated.is_set() else time.process_time()
         t_pub: list[float] = published["t_pub"]
         latencies: list[float] = []
+        slow = slow_in_gc = 0  # latencies > 5 ms, and how many of them had a collection in their window
         for i, t in enumerate(t_pub):
             times = tracker.watch[temp_sensor[i % devices + 1]]
             if i // devices < len(times):
-                latencies.append(times[i // devices] - t)
+                t_seen = times[i // devices]
+                latencies.append(t_seen - t)
+                if t_seen - t > 0.005:
+                    slow += 1
+                    slow_in_gc += any(start < t_seen and end > t for start, end, _ in gc_watch.pauses)
         await hass.async_block_till_done()
         # Every temperature sensor must show the last value its device reported.
         wrong_final = 0
@@ -418,6 +447,10 @@ async def run_trial(args: argparse.Namespace) -> dict[str, Any]:
             "latency_p50_ms": _percentile(latencies, 50) * 1000,
             "latency_p99_ms": _percentile(latencies, 99) * 1000,
             "latency_max_ms": max(latencies, default=float("nan")) * 1000,
+            "latency_over_5ms": slow,
+            "latency_over_5ms_with_gc": slow_in_gc,
+            "gc_collections": len(gc_watch.pauses),
+            "gc_max_ms": max((end - start for start, end, _ in gc_watch.pauses), default=0.0) * 1000,
             "warnings": dict(logs.counts),
             "warning_samples": dict(logs.samples),
         }
@@ -630,6 +663,12 @@ def summarize(
             for r in runs
         )
         lines.append(f"  - each run (discovery / CPU per 1,000 / p99): {per_run}")
+        gc_note = "; ".join(
+            f"{r['latency_over_5ms']} over 5 ms, {r['latency_over_5ms_with_gc']} of them during a GC "
+            f"(longest GC {r['gc_max_ms']:.0f} ms)"
+            for r in runs
+        )
+        lines.append(f"  - update latencies per run: {gc_note}")
         other = "; ".join(f"{r['other_cpu_s']:.0f} s in {r['trial_wall_s']:.0f} s" for r in runs)
         lines.append(f"  - CPU used by other processes on the machine during each run: {other}")
         warnings = Counter[str]()
