@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -38,6 +40,7 @@ from thermo_bridge_server.store import Store, create_store
 from thermo_bridge_server.store.base import CommandStatus, EventType
 
 BASE = "thermo_bridge"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def mqtt_settings(broker: Mosquitto, client_id: str, **kw: Any) -> MqttSettings:
@@ -625,3 +628,73 @@ async def test_ingest_can_be_stopped_and_started_again(store: Store, servers: An
     await wait_for(lambda: server.transport.held_acks == 0)
     assert server.ingest.duplicates == 0
     assert len(await stored_seqs(store)) == 1
+
+
+def _start_worker(broker: Mosquitto, store_url: str, client_id: str, log: Path) -> subprocess.Popen[str]:
+    """An ingest process of its own (so it can be killed -9); returns once it is subscribed."""
+    with log.open("a") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.server.ingest_worker", broker.host, str(broker.port), store_url, client_id],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", f"worker did not start: {line!r}, see {log}"
+    return proc
+
+
+async def test_kill_9_during_ingest_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """SIGKILL the ingest process mid-stream: acks only after commit means the next process gets the rest."""
+    url = f"sqlite:///{tmp_path}/crash.db"
+    log = tmp_path / "worker.log"
+    worker = await asyncio.to_thread(_start_worker, mosquitto, url, "crash-ingest", log)
+    devices = [PahoDevice(mosquitto, f"crash_{i}", i) for i in range(1, 5)]
+    running = threading.Event()
+    running.set()
+
+    def publish_load() -> None:  # ~800 reports/s over four devices
+        i = 0
+        while running.is_set():
+            for device in devices:
+                device.report(15 + (i % 100) / 10)
+            i += 1
+            time.sleep(0.005)
+
+    load = asyncio.create_task(asyncio.to_thread(publish_load))
+    store = create_store(url, retention_days=30, dead_letter_limit=100)
+    try:
+        await asyncio.sleep(1.0)
+        worker.kill()  # SIGKILL: no clean-up, no flush, acks in flight are lost
+        await asyncio.to_thread(worker.wait)
+        at_kill = sum(d.seq for d in devices)
+        await asyncio.sleep(0.5)
+        worker = await asyncio.to_thread(_start_worker, mosquitto, url, "crash-ingest", log)
+        await asyncio.sleep(1.0)
+        running.clear()
+        await load
+        await wait_for(lambda: all(d.acked >= d.seq + 1 for d in devices), seconds=30, what="the broker's PUBACKs")
+        await store.open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:
+            seqs = await stored_seqs(store)
+            if all(len(seqs.get(d.device_id, [])) >= d.seq for d in devices) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        running.clear()
+        worker.terminate()
+        await asyncio.to_thread(worker.wait)
+        for device in devices:
+            device.close()
+        await store.close()
+    published = sum(d.seq for d in devices)
+    print(
+        f"\nkill -9: {published} reports published ({at_kill} before the kill), {sum(map(len, seqs.values()))} stored"
+    )
+    for device in devices:
+        got = seqs.get(device.device_id, [])
+        assert sorted(got) == list(range(1, device.seq + 1)), f"{device.device_id}: {len(got)} of {device.seq}"
