@@ -47,7 +47,13 @@ KINDS = ("config", "state", "availability", "set", "ack", "event")
 
 
 def load(name: str) -> Any:
-    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    """A fixture file: ``<kind>_cases.json`` for a message kind, else ``<name>.json``.
+
+    (No fixture may be named config.json: the HA Supervisor takes any file of that name in
+    the repository for an add-on manifest.)
+    """
+    file = f"{name}_cases.json" if name in KINDS else f"{name}.json"
+    return json.loads((FIXTURES / file).read_text(encoding="utf-8"))
 
 
 DEVICES: dict[str, DeviceConfig] = {

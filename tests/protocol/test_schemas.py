@@ -43,7 +43,8 @@ def schema(kind: str) -> dict[str, Any]:
 
 
 def fixtures(kind: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / f"{kind}.json").read_text(encoding="utf-8"))
+    file = f"{kind}_cases.json" if kind in KINDS else f"{kind}.json"  # never config.json (Supervisor)
+    data: dict[str, Any] = json.loads((FIXTURES / file).read_text(encoding="utf-8"))
     return data
 
 
