@@ -71,21 +71,24 @@ def load_config(text: str) -> DeviceConfig:
     return parse_config(text.encode())
 
 
-def values_digest(values: dict[str, StateValue]) -> int:
-    """A signed 63-bit digest of the values (fits SQLite INTEGER and PostgreSQL bigint)."""
-    raw = hashlib.blake2b(dumps(values).encode(), digest_size=8).digest()
-    return int.from_bytes(raw, "big") >> 1
+def state_payload(device_id: str, update: StateUpdate) -> tuple[str, tuple[str, int, float, int] | None]:
+    """The STATE event's data as JSON, and the update's idempotency key (None without seq and ts).
 
-
-def dedupe_key(device_id: str, update: StateUpdate) -> tuple[str, int, float, int] | None:
-    """The idempotency key, or None when the update carries neither seq nor ts."""
+    Encoded once per update: the digest in the key is taken over this same text. A QoS 1
+    redelivery is byte-identical, so it parses to the same values in the same order and
+    gives the same text and digest.
+    """
+    data = json.dumps(
+        {"values": update.values, "ts": update.ts, "seq": update.seq}, separators=(",", ":"), ensure_ascii=False
+    )
     if update.seq is None and update.ts is None:
-        return None
-    return (
+        return data, None
+    digest = int.from_bytes(hashlib.blake2b(data.encode(), digest_size=8).digest(), "big") >> 1  # fits a bigint
+    return data, (
         device_id,
         NO_SEQ if update.seq is None else update.seq,
         NO_TS if update.ts is None else update.ts,
-        values_digest(update.values),
+        digest,
     )
 
 
@@ -108,11 +111,6 @@ def history_value(key: str, value: StateValue) -> tuple[bool, float | None]:
         number = float(value)
         return (True, number) if math.isfinite(number) else (False, None)
     return False, None
-
-
-def state_event_data(update: StateUpdate) -> dict[str, Any]:
-    """The STATE event's data (documented in base.EventType)."""
-    return {"values": update.values, "ts": update.ts, "seq": update.seq}
 
 
 @dataclass(slots=True)

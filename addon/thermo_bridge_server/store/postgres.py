@@ -67,13 +67,12 @@ from .common import (
     command_from_row,
     config_json,
     dead_letter_from_row,
-    dedupe_key,
     dumps,
     history_value,
     load_config,
     migrations,
     order_ts,
-    state_event_data,
+    state_payload,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -88,6 +87,11 @@ _DEVICE_SELECT = (
     "SELECT d.device_id, d.home, d.config, a.online, d.first_seen, d.updated_at"
     " FROM devices d LEFT JOIN availability a USING (device_id)"
 )
+
+_DATA_ERRORS = (asyncpg.PostgresError, ValueError, TypeError)
+"""Errors the server raised for the data (constraint, bad value) or asyncpg raised encoding it:
+the batch is retried one operation per transaction so only the culprit fails. Connection
+errors fail the whole batch at once (retrying one by one against a dead server only stalls)."""
 
 _DedupeKey = tuple[str, int, float, int]
 _Op = tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...], asyncio.Future[Any]]
@@ -198,7 +202,7 @@ class _Batch:
             )
 
     # ------------------------------------------------------------ hot path (collected)
-    async def state(self, device_id: str, update: StateUpdate, ts: float, key: _DedupeKey | None) -> bool:
+    async def state(self, device_id: str, update: StateUpdate, ts: float, key: _DedupeKey | None, data: str) -> bool:
         if key is not None:
             if key not in self.new_keys:
                 return False
@@ -216,7 +220,7 @@ class _Batch:
             keep, number = history_value(name, value)
             if keep:
                 self.history.append((device_id, hts, name, number))
-        self.event(ts, device_id, None, EventType.STATE, dumps(state_event_data(update)))
+        self.event(ts, device_id, None, EventType.STATE, data)
         return True
 
     async def device_event(self, device_id: str, event: DeviceEvent, ts: float) -> None:
@@ -429,8 +433,8 @@ class PostgresStore(Store):
             except Exception as err:
                 failure = err
             self._stats["failed_batches_total"] += 1
-            if len(batch) == 1:
-                _LOGGER.error("Store write %s failed: %s", batch[0][0].__name__, failure)
+            if len(batch) == 1 or not isinstance(failure, _DATA_ERRORS):
+                _LOGGER.error("Store write of %d operation(s) failed: %s", len(batch), failure)
                 _fail(batch, failure)
                 return
             _LOGGER.warning("Store batch of %d failed (%s); retrying one by one", len(batch), failure)
@@ -477,7 +481,8 @@ class PostgresStore(Store):
 
     @override
     def apply_state(self, device_id: str, update: StateUpdate, ts: float) -> asyncio.Future[bool]:
-        return self._submit(_Batch.state, device_id, update, ts, dedupe_key(device_id, update))
+        data, key = state_payload(device_id, update)
+        return self._submit(_Batch.state, device_id, update, ts, key, data)
 
     @override
     def apply_availability(self, device_id: str, online: bool, ts: float) -> asyncio.Future[None]:

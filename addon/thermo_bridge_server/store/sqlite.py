@@ -57,13 +57,12 @@ from .common import (
     command_from_row,
     config_json,
     dead_letter_from_row,
-    dedupe_key,
     dumps,
     history_value,
     load_config,
     migrations,
     order_ts,
-    state_event_data,
+    state_payload,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -141,6 +140,11 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
 
 _Op = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]
 
+_DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, ValueError, TypeError)
+"""Errors one operation's data causes: the batch is retried one operation per transaction.
+Anything else (disk full, I/O error, locked database) fails the whole batch at once: retrying
+2,000 operations one by one against a broken disk would only stall the writer."""
+
 
 class _Writer:
     """The writer thread's state for one batch: immediate SQL plus rows collected for the flush."""
@@ -150,7 +154,9 @@ class _Writer:
         self.default_home = default_home
         self.dead_letter_limit = dead_letter_limit
         self.history: list[tuple[str, float, str, float | None]] = []
-        self.states: list[tuple[str, str, str, float, int, float | None, float]] = []
+        # (device_id, key) -> (order, row): only the newest update of a key in the batch is written
+        self.states: dict[tuple[str, str], tuple[tuple[float, int, int], tuple[Any, ...]]] = {}
+        self.arrival = 0
         self.events: list[tuple[float, str, str | None, str, str, str, str]] = []
         self.dead: list[tuple[float, str, str, str, bytes]] = []
 
@@ -171,7 +177,7 @@ class _Writer:
         if self.history:
             conn.executemany("INSERT INTO history (device_id, ts, key, value) VALUES (?, ?, ?, ?)", self.history)
         if self.states:
-            conn.executemany(_SQL_STATE, self.states)
+            conn.executemany(_SQL_STATE, [row for _, row in self.states.values()])
         if self.events:
             conn.executemany(_SQL_EVENT, self.events)
         if self.dead:
@@ -186,7 +192,7 @@ class _Writer:
 
     # ------------------------------------------------------------ hot path (collected)
     def state(self, device_id: str, update: StateUpdate, ts: float) -> bool:
-        key = dedupe_key(device_id, update)
+        data, key = state_payload(device_id, update)
         if key is not None:
             cur = self.conn.execute("INSERT OR IGNORE INTO state_dedupe VALUES (?, ?, ?, ?, ?)", (*key, ts))
             if cur.rowcount == 0:
@@ -194,14 +200,18 @@ class _Writer:
         ots = order_ts(update, ts)
         seq = NO_SEQ if update.seq is None else update.seq
         hts = ts if update.ts is None else update.ts
+        self.arrival += 1
+        order = (ots, seq, self.arrival)
         states = self.states
         history = self.history
         for name, value in update.values.items():
-            states.append((device_id, name, json.dumps(value), ots, seq, update.ts, ts))
+            current = states.get((device_id, name))
+            if current is None or order >= current[0]:
+                states[device_id, name] = (order, (device_id, name, json.dumps(value), ots, seq, update.ts, ts))
             keep, number = history_value(name, value)
             if keep:
                 history.append((device_id, hts, name, number))
-        self.event(ts, device_id, None, EventType.STATE, dumps(state_event_data(update)))
+        self.event(ts, device_id, None, EventType.STATE, data)
         return True
 
     def device_event(self, device_id: str, event: DeviceEvent, ts: float) -> None:
@@ -289,19 +299,34 @@ class _Writer:
     def purge_chunk(self, ts: float) -> int:
         """Delete up to PURGE_CHUNK old rows per table; the caller repeats until nothing is left."""
         self.flush()
+        conn = self.conn
         deleted = 0
-        for table, column, extra in (
-            ("history", "ts", ""),
-            ("events", "ts", ""),
-            ("state_dedupe", "received_at", ""),
-            ("commands", "updated_at", " AND status != 'pending'"),
-        ):
-            key = "rowid" if table != "state_dedupe" else "device_id, seq, ts, digest"
-            cur = self.conn.execute(
-                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {column} < ?{extra} LIMIT ?)",
-                (ts, PURGE_CHUNK),
-            )
-            deleted += cur.rowcount
+        # History has no ts index: walk the (device_id, ts) index one device at a time.
+        devices = conn.execute(
+            "WITH RECURSIVE d(id) AS (SELECT min(device_id) FROM history"
+            " UNION ALL SELECT (SELECT min(device_id) FROM history WHERE device_id > d.id) FROM d"
+            " WHERE d.id IS NOT NULL) SELECT id FROM d WHERE id IS NOT NULL"
+        ).fetchall()
+        for (device_id,) in devices:
+            if deleted >= PURGE_CHUNK:
+                break
+            deleted += conn.execute(
+                "DELETE FROM history WHERE rowid IN (SELECT rowid FROM history WHERE device_id = ? AND ts < ? LIMIT ?)",
+                (device_id, ts, PURGE_CHUNK),
+            ).rowcount
+        deleted += conn.execute(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ? LIMIT ?)", (ts, PURGE_CHUNK)
+        ).rowcount
+        deleted += conn.execute(
+            "DELETE FROM state_dedupe WHERE (device_id, seq, ts, digest) IN"
+            " (SELECT device_id, seq, ts, digest FROM state_dedupe WHERE received_at < ? LIMIT ?)",
+            (ts, PURGE_CHUNK),
+        ).rowcount
+        deleted += conn.execute(
+            "DELETE FROM commands WHERE command_id IN"
+            " (SELECT command_id FROM commands WHERE updated_at < ? AND status != 'pending' LIMIT ?)",
+            (ts, PURGE_CHUNK),
+        ).rowcount
         return deleted
 
 
@@ -437,12 +462,12 @@ class SQLiteStore(Store):
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             self._stats["failed_batches_total"] += 1
-            if len(batch) > 1:
+            if len(batch) > 1 and isinstance(err, _DATA_ERRORS):
                 _LOGGER.warning("Store batch of %d failed (%s); retrying one by one", len(batch), err)
                 for op in batch:
                     self._commit(writer, [op])
                 return
-            _LOGGER.error("Store write %s failed: %s", batch[0][0].__name__, err)
+            _LOGGER.error("Store write of %d operation(s) failed: %s", len(batch), err)
             self._call(_fail, batch, err)
             return
         elapsed = time.perf_counter() - started

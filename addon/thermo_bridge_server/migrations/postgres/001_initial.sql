@@ -59,7 +59,6 @@ CREATE TABLE events (
     data        json NOT NULL            -- json (not jsonb) keeps key order, e.g. a config's measurements
 );
 CREATE INDEX events_ts ON events USING brin (ts);
-CREATE INDEX events_home ON events (home, id);
 
 CREATE TABLE commands (
     command_id  text PRIMARY KEY,
