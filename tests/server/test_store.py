@@ -720,3 +720,33 @@ async def test_postgres_replicas_dedupe_the_same_redelivery(pg_dsn: str) -> None
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_postgres_store_survives_killed_connections(pg_dsn: str) -> None:
+    """The server drops every connection of the store (failover, restart): writes carry on."""
+    import asyncpg  # noqa: PLC0415
+
+    dsn = f"{pg_dsn}&application_name=tb_store_victim"
+    store = create_store(dsn, retention_days=30, dead_letter_limit=100)
+    await store.open()
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await store.apply_config(config(SENSOR), T0)
+        for round_ in range(3):
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'tb_store_victim' AND pid <> pg_backend_pid()"
+            )
+            assert killed >= 1
+            if round_ == 1:  # reads retry too
+                assert (await store.get_state("sensor_1")) is not None
+            futures = [
+                store.apply_state("sensor_1", StateUpdate({"temperature": float(i)}, seq=round_ * 100 + i), T0 + i)
+                for i in range(100)
+            ]
+            assert all(await asyncio.gather(*futures))
+        assert len(await store.history("sensor_1", 0, T0 + 1000)) == 300
+        assert (await store.stats())["retried_batches_total"] >= 1
+    finally:
+        await admin.close()
+        await store.close()

@@ -88,6 +88,22 @@ _DEVICE_SELECT = (
     " FROM devices d LEFT JOIN availability a USING (device_id)"
 )
 
+_TRANSIENT_ERRORS = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError: the pool reconnects
+    asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.InterfaceError,  # "connection is closed"
+    asyncpg.InternalClientError,  # protocol state after the server dropped the connection mid-way
+    OSError,
+    TimeoutError,
+)
+"""The batch may well succeed on a fresh connection: retried with backoff a few times, then it
+fails (and the MQTT messages stay unacknowledged). If the connection died *during* COMMIT the
+first attempt may have committed: the retry is then what a QoS 1 redelivery would be anyway
+(state updates are deduplicated, configs and availability are change-detecting upserts; a
+device event or dead letter may be logged twice)."""
+
 _DATA_ERRORS = (asyncpg.PostgresError, ValueError, TypeError)
 """Errors the server raised for the data (constraint, bad value) or asyncpg raised encoding it:
 the batch is retried one operation per transaction so only the culprit fails. Connection
@@ -358,6 +374,17 @@ class PostgresStore(Store):
             raise StoreClosedError("the store is not open")
         return self._pool
 
+    async def _query(self, kind: str, sql: str, *args: object) -> Any:  # noqa: ANN401 - asyncpg's own result
+        """Run one idempotent statement on the pool, retried on transient connection errors."""
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return await getattr(self.pool, kind)(sql, *args)
+            except _TRANSIENT_ERRORS:
+                if attempt == RETRIES:
+                    raise
+                await asyncio.sleep(0.02 * 2**attempt)
+        raise AssertionError("unreachable")
+
     # ---------------------------------------------------------------- lifecycle
     @override
     async def open(self) -> None:
@@ -424,16 +451,18 @@ class PostgresStore(Store):
                 async with self._pool.acquire() as conn, conn.transaction():
                     results = await self._apply(conn, batch)
                 break
-            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as err:
+            except _TRANSIENT_ERRORS as err:
                 self._stats["retried_batches_total"] += 1
                 if attempt < RETRIES:
-                    _LOGGER.info("Store batch hit %s; retrying", type(err).__name__)
+                    _LOGGER.info("Store batch hit %s (%s); retrying", type(err).__name__, err)
+                    await asyncio.sleep(0.02 * 2**attempt)
                     continue
                 failure: Exception = err
             except Exception as err:
                 failure = err
             self._stats["failed_batches_total"] += 1
-            if len(batch) == 1 or not isinstance(failure, _DATA_ERRORS):
+            transient = isinstance(failure, _TRANSIENT_ERRORS)
+            if len(batch) == 1 or transient or not isinstance(failure, _DATA_ERRORS):
                 _LOGGER.error("Store write of %d operation(s) failed: %s", len(batch), failure)
                 _fail(batch, failure)
                 return
@@ -534,16 +563,17 @@ class PostgresStore(Store):
             params.append(home)
             where.append(f"d.home = ${len(params)}")
         sql = _DEVICE_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY d.device_id"
-        return [_device(row) for row in await self.pool.fetch(sql, *params)]
+        return [_device(row) for row in await self._query("fetch", sql, *params)]
 
     @override
     async def get_device(self, device_id: str) -> DeviceRecord | None:
-        row = await self.pool.fetchrow(_DEVICE_SELECT + " WHERE d.device_id = $1", device_id)
+        row = await self._query("fetchrow", _DEVICE_SELECT + " WHERE d.device_id = $1", device_id)
         return None if row is None else _device(row)
 
     @override
     async def get_state(self, device_id: str) -> StateRecord | None:
-        rows = await self.pool.fetch(
+        rows = await self._query(
+            "fetch",
             "SELECT key, value::text, order_ts, seq, device_ts, received_at FROM state_values WHERE device_id = $1",
             device_id,
         )
@@ -587,14 +617,16 @@ class PostgresStore(Store):
             key_filter = f" AND key = ANY(${len(params)}::text[])"
         params.append(limit)
         if resolution is None:
-            rows = await self.pool.fetch(
+            rows = await self._query(
+                "fetch",
                 "SELECT ts, key, value FROM history WHERE device_id = $1 AND ts >= $2 AND ts < $3"
                 f"{key_filter} ORDER BY ts, key LIMIT ${len(params)}",
                 *params,
             )
             return [HistoryPoint(ts, key, value) for ts, key, value in rows]
         params.append(float(resolution))
-        rows = await self.pool.fetch(
+        rows = await self._query(
+            "fetch",
             f"SELECT floor(ts / ${len(params)})::int8 AS bucket, key, avg(value), min(value), max(value), count(value)"
             " FROM history WHERE device_id = $1 AND ts >= $2 AND ts < $3 AND value IS NOT NULL"
             f"{key_filter} GROUP BY bucket, key ORDER BY bucket, key LIMIT ${len(params) - 1}",
@@ -607,12 +639,15 @@ class PostgresStore(Store):
 
     @override
     async def get_command(self, command_id: str) -> CommandRecord | None:
-        row = await self.pool.fetchrow(f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = $1", command_id)
+        row = await self._query(
+            "fetchrow", f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = $1", command_id
+        )
         return None if row is None else command_from_row(row)
 
     @override
     async def pending_commands(self, older_than: float) -> list[CommandRecord]:
-        rows = await self.pool.fetch(
+        rows = await self._query(
+            "fetch",
             f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE status = 'pending' AND created_at < $1 ORDER BY created_at",
             older_than,
         )
@@ -630,7 +665,8 @@ class PostgresStore(Store):
                 return []
             params.append(homes)
             home_filter = " AND home = ANY($3::text[])"
-        rows = await self.pool.fetch(
+        rows = await self._query(
+            "fetch",
             f"SELECT id, ts, device_id, home, type, data::text FROM events WHERE id > $1{home_filter}"
             " ORDER BY id LIMIT $2",
             *params,
@@ -639,19 +675,19 @@ class PostgresStore(Store):
 
     @override
     async def latest_offset(self) -> int:
-        return int(await self.pool.fetchval("SELECT COALESCE(max(id), 0) FROM events"))
+        return int(await self._query("fetchval", "SELECT COALESCE(max(id), 0) FROM events"))
 
     @override
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        rows = await self.pool.fetch(
-            "SELECT id, ts, topic, reason, message, payload FROM dead_letters ORDER BY id DESC LIMIT $1", limit
+        rows = await self._query(
+            "fetch", "SELECT id, ts, topic, reason, message, payload FROM dead_letters ORDER BY id DESC LIMIT $1", limit
         )
         return [dead_letter_from_row(row) for row in rows]
 
     # ---------------------------------------------------------------- homes and grants
     @override
     async def set_device_home(self, device_id: str, home: str) -> bool:
-        result = await self.pool.execute("UPDATE devices SET home = $1 WHERE device_id = $2", home, device_id)
+        result = await self._query("execute", "UPDATE devices SET home = $1 WHERE device_id = $2", home, device_id)
         return bool(result != "UPDATE 0")
 
     @override
@@ -668,13 +704,13 @@ class PostgresStore(Store):
 
     @override
     async def get_grants(self, sub: str) -> frozenset[str]:
-        rows = await self.pool.fetch("SELECT home FROM grants WHERE sub = $1", sub)
+        rows = await self._query("fetch", "SELECT home FROM grants WHERE sub = $1", sub)
         return frozenset(row[0] for row in rows)
 
     @override
     async def all_grants(self) -> Mapping[str, frozenset[str]]:
         out: dict[str, set[str]] = {}
-        for sub, home in await self.pool.fetch("SELECT sub, home FROM grants ORDER BY sub"):
+        for sub, home in await self._query("fetch", "SELECT sub, home FROM grants ORDER BY sub"):
             out.setdefault(sub, set()).add(home)
         return {sub: frozenset(homes) for sub, homes in out.items()}
 
@@ -689,7 +725,8 @@ class PostgresStore(Store):
             ("commands", "updated_at", " AND status <> 'pending'"),
         ):
             while True:
-                result = await self.pool.execute(
+                result = await self._query(
+                    "execute",
                     f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
                     f"SELECT ctid FROM {table} WHERE {column} < $1{extra} LIMIT $2))",
                     ts,
