@@ -549,7 +549,11 @@ class Bridge(ProtocolHandler):
             raise ServiceValidationError(
                 translation_domain=DOMAIN,
                 translation_key=_COMMAND_ERROR_KEYS.get(err.reason, "invalid_command"),
-                translation_placeholders={"device": device.config.name, "field": err.path, "error": err.message},
+                translation_placeholders={
+                    "device": device.config.name,
+                    "field": err.path or "command",
+                    "error": err.message,
+                },
             ) from err
         if not self.is_available(device):
             raise HomeAssistantError(

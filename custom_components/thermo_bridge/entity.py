@@ -82,7 +82,7 @@ async def async_setup_platform_entities(
     platform: Platform,
     factory: EntityFactory,
 ) -> None:
-    """Add entities for known devices now and for every discovered or changed device later."""
+    """Add the entities of every discovered device, and the new ones of a changed config."""
     bridge = entry.runtime_data
 
     @callback
@@ -96,6 +96,6 @@ async def async_setup_platform_entities(
         if new:
             async_add_entities(new)
 
-    for device in list(bridge.devices.values()):
-        add(device)
+    # The bridge subscribes only after every platform is set up, so each device (retained
+    # configs included) arrives through this signal.
     entry.async_on_unload(async_dispatcher_connect(hass, signal_new_device(entry.entry_id), add))
