@@ -624,6 +624,9 @@ def test_create_store_urls(tmp_path: Path) -> None:
     assert isinstance(absolute, SQLiteStore)
     assert absolute.path == f"{tmp_path}/a.db"
     assert absolute.synchronous == "NORMAL"
+    four_slashes = create_store(f"sqlite:///{tmp_path}/a.db", retention_days=1, dead_letter_limit=1)
+    assert isinstance(four_slashes, SQLiteStore)
+    assert four_slashes.path == f"{tmp_path}/a.db"
     relative = create_store("sqlite:data/b.db?synchronous=full", retention_days=1, dead_letter_limit=1)
     assert isinstance(relative, SQLiteStore)
     assert (relative.path, relative.synchronous) == ("data/b.db", "FULL")

@@ -23,7 +23,8 @@ def create_store(
 ) -> Store:
     """A store for ``url`` (not opened yet).
 
-    * ``sqlite:///abs/path.db`` or ``sqlite:relative/path.db``; optional ``?synchronous=full``
+    * ``sqlite:///abs/path.db`` (also ``sqlite:////abs/path.db``) or ``sqlite:relative/path.db``;
+      optional ``?synchronous=full``
       (fsync every batch: survives power loss, not only a killed process).
     * ``postgresql://user@host:port/db`` (or ``postgres://``); extra query parameters are
       passed to the server as settings, e.g. ``?search_path=thermo`` to use a schema.
@@ -36,8 +37,8 @@ def create_store(
         raise StoreUrlError(f"store URL {url!r} has no scheme; use sqlite:///path.db or postgresql://…")
     if scheme == "sqlite":
         path, _, query = rest.partition("?")
-        if path.startswith("//"):
-            path = path[2:]
+        if path.startswith("//"):  # sqlite:///abs/path.db and sqlite:////abs/path.db both mean /abs/path.db
+            path = "/" + path.lstrip("/")
         path = unquote(path)
         if not path:
             raise StoreUrlError("sqlite store URL needs a file path, e.g. sqlite:////data/thermo_bridge.db")

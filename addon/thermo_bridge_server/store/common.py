@@ -18,6 +18,11 @@ Design notes that hold for both backends:
 * History gets one row per numeric value (measurements, numeric thermostat keys; booleans
   as 0/1; a key reported as ``None`` as a NULL row meaning "unknown from here").
   Its timestamp is the device's ``ts`` when given, else the receive time.
+* Aggregated history buckets are aligned to multiples of the resolution since the Unix epoch
+  (``floor(ts / resolution) * resolution``), so the same query always gives the same buckets
+  and hourly buckets start on the hour; the first bucket may start before ``start`` but only
+  holds values in [start, end). Buckets count only known values (NULL rows are skipped);
+  ``limit`` caps the rows returned (raw points, or buckets).
 """
 
 from __future__ import annotations

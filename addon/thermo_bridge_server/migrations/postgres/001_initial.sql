@@ -59,6 +59,8 @@ CREATE TABLE events (
     data        json NOT NULL            -- json (not jsonb) keeps key order, e.g. a config's measurements
 );
 CREATE INDEX events_ts ON events USING brin (ts);
+-- A user's resume (offset > N in their homes) seeks per home instead of scanning everyone's events.
+CREATE INDEX events_home ON events (home, id);
 
 CREATE TABLE commands (
     command_id  text PRIMARY KEY,

@@ -61,6 +61,8 @@ CREATE TABLE events (
     data        TEXT NOT NULL
 );
 CREATE INDEX events_ts ON events (ts);
+-- A user's resume (offset > N in their homes) seeks per home instead of scanning everyone's events.
+CREATE INDEX events_home ON events (home, id);
 
 CREATE TABLE commands (
     command_id  TEXT PRIMARY KEY,
