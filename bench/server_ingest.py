@@ -397,7 +397,8 @@ async def run_once(args: argparse.Namespace, index: int, workdir: Path) -> dict[
                 f"PostgreSQL {result['pg_cpu_us']:.0f} µs; "
                 f"machine busy {100 * result['machine_busy']:.0f}% (before: {100 * result['background']:.0f}%, "
                 f"not ours: {result['other_cores']:.2f} cores, e.g. {result['others']})"
-                f"  per worker {result['per_worker']}{extra}",
+                f"  per worker {result['per_worker']}{extra}; duplicates {result['duplicates']}, "
+                f"rejected {result['rejected']}, store errors {result['store_errors'] + result['write_failures']}",
                 flush=True,
             )
     finally:
