@@ -27,7 +27,15 @@ from .const import (
     MAX_COMMAND_TIMEOUT,
     MIN_COMMAND_TIMEOUT,
 )
-from .protocol import DEFAULT_BASE_TOPIC, MessageKind, ProtocolError, validate_base_topic, wildcard_topic
+from .protocol import (
+    DEFAULT_BASE_TOPIC,
+    MessageKind,
+    ProtocolError,
+    Reason,
+    parse_config,
+    validate_base_topic,
+    wildcard_topic,
+)
 
 MQTT_DOMAIN = "mqtt"
 
@@ -88,11 +96,18 @@ class ThermoBridgeConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_mqtt(self, discovery_info: MqttServiceInfo) -> ConfigFlowResult:
         """A device announced itself under the default base topic (the manifest's mqtt filter)."""
         suffix = "/+/" + MessageKind.CONFIG.value
-        if not discovery_info.payload or not discovery_info.subscribed_topic.endswith(suffix):
+        payload = discovery_info.payload
+        if not payload or not discovery_info.subscribed_topic.endswith(suffix):
             return self.async_abort(reason="invalid_discovery_info")
         base = _validated_base_topic(discovery_info.subscribed_topic.removesuffix(suffix))
         if base is None:
             return self.async_abort(reason="invalid_discovery_info")
+        try:
+            parse_config(payload.encode() if isinstance(payload, str) else bytes(payload))
+        except ProtocolError as err:
+            # A newer schema is still one of ours: set up, and the repair issue explains it.
+            if err.reason is not Reason.UNSUPPORTED_SCHEMA:
+                return self.async_abort(reason="invalid_discovery_info")
         return await self._async_discovered(base)
 
     async def async_step_zeroconf(self, discovery_info: ZeroconfServiceInfo) -> ConfigFlowResult:

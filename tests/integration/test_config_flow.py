@@ -114,12 +114,28 @@ async def test_mqtt_discovery_is_triggered_by_a_retained_config(hass: HomeAssist
 
 @pytest.mark.parametrize(
     "info",
-    [mqtt_info(payload=""), mqtt_info(payload=b""), mqtt_info(subscribed="thermo_bridge/#")],
+    [
+        mqtt_info(payload=""),
+        mqtt_info(payload=b""),
+        mqtt_info(payload="not json"),
+        mqtt_info(payload=b'{"schema": 1, "id": "x"}'),
+        mqtt_info(subscribed="thermo_bridge/#"),
+    ],
 )
 async def test_mqtt_discovery_invalid(hass: HomeAssistant, mqtt_mock: Any, info: Any) -> None:
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_MQTT}, data=info)
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "invalid_discovery_info"
+
+
+async def test_mqtt_discovery_of_a_newer_schema_device(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    """A device of ours that speaks a newer schema still offers the integration (then a repair issue)."""
+    payload = json.dumps(dict(THERMOSTAT_CONFIG, schema=2)).encode()
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_MQTT}, data=mqtt_info(payload=payload)
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "discovery_confirm"
 
 
 async def test_mqtt_discovery_invalid_base(hass: HomeAssistant, mqtt_mock: Any) -> None:
