@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from thermo_bridge_protocol import DeviceConfig, DeviceEvent, StateUpdate, parse_config
-from thermo_bridge_server.store import StoreClosedError, StoreUrlError, create_store
+from thermo_bridge_server.store import StoreClosedError, StoreUrlError, common, create_store
+from thermo_bridge_server.store import postgres as postgres_module
+from thermo_bridge_server.store import sqlite as sqlite_module
 from thermo_bridge_server.store.base import (
     DEAD_LETTER_PAYLOAD_BYTES,
     CommandRecord,
@@ -24,7 +26,7 @@ from thermo_bridge_server.store.base import (
 )
 from thermo_bridge_server.store.common import MAX_FUTURE_SKEW
 from thermo_bridge_server.store.retention import DAY, run_retention
-from thermo_bridge_server.store.sqlite import SQLiteStore
+from thermo_bridge_server.store.sqlite import SQLiteStore, split_statements
 
 T0 = 1_750_000_000.0
 
@@ -123,6 +125,56 @@ async def test_concurrent_opens_apply_migrations_once(store_url: str, open_store
     stores = await asyncio.gather(*(open_store() for _ in range(3)))
     assert len(stores) == 3
     assert await raw_fetch(store_url, "SELECT count(*) FROM schema_version") == [(1,)]
+
+
+async def test_new_migration_applied_once_on_reopen(
+    store_url: str, open_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgraded server opens an existing database: only the new migration runs, once."""
+    first = await open_store()
+    await first.apply_config(config(SENSOR), T0)
+    await first.close()
+    backend = "sqlite" if store_url.startswith("sqlite") else "postgres"
+    module = sqlite_module if backend == "sqlite" else postgres_module
+    shipped = common.migrations(backend)
+    upgrade = [*shipped, (2, "notes", "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);")]
+    monkeypatch.setattr(module, "migrations", lambda _backend: upgrade)
+    await open_store()
+    await open_store()
+    rows = await raw_fetch(store_url, "SELECT version, name FROM schema_version ORDER BY version")
+    assert rows == [(1, "initial"), (2, "notes")]
+    assert await raw_fetch(store_url, "SELECT count(*) FROM notes") == [(0,)]
+    assert await raw_fetch(store_url, "SELECT count(*) FROM devices") == [(1,)]
+
+
+async def test_failing_migration_changes_nothing(
+    store_url: str, open_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await (await open_store()).close()
+    backend = "sqlite" if store_url.startswith("sqlite") else "postgres"
+    module = sqlite_module if backend == "sqlite" else postgres_module
+    broken = (2, "broken", "CREATE TABLE half (id INTEGER);\nTHIS IS NOT SQL;")
+    monkeypatch.setattr(module, "migrations", lambda _backend: [*common.migrations(backend), broken])
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the backend's own syntax error
+        await open_store()
+    assert await raw_fetch(store_url, "SELECT max(version) FROM schema_version") == [(1,)]
+    tables = (
+        "SELECT name FROM sqlite_master WHERE name = 'half'"
+        if backend == "sqlite"
+        else "SELECT tablename FROM pg_tables WHERE tablename = 'half' AND schemaname = current_schema()"
+    )
+    assert await raw_fetch(store_url, tables) == []  # the half-applied migration was rolled back
+
+
+def test_shipped_migrations_are_numbered_and_split_cleanly() -> None:
+    for backend in ("sqlite", "postgres"):
+        found = common.migrations(backend)
+        assert [version for version, _, _ in found] == list(range(1, len(found) + 1))
+    statements = split_statements(common.migrations("sqlite")[0][2])
+    assert all(sqlite3.complete_statement(statement) for statement in statements)
+    assert any("CREATE TABLE events" in statement for statement in statements)
+    with pytest.raises(ValueError, match="incomplete"):
+        split_statements("CREATE TABLE x (a INTEGER)")
 
 
 # --------------------------------------------------------------------------- devices
