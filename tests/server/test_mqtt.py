@@ -9,14 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paho.mqtt import client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import Mosquitto, free_port
 from tests.server.mqtt_helpers import make_pki, wait_for
 from thermo_bridge_server.config import MqttSettings
 from thermo_bridge_server.mqtt import (
+    _NO_PROPERTIES,
     MqttAuthError,
     MqttNotConnectedError,
     MqttTransport,
+    _BufferedClient,
     match_filter,
     topic_matches,
 )
@@ -335,3 +339,56 @@ async def test_connecting_never_blocks_the_event_loop(tmp_path: Path, transports
         for sock in accepted:
             sock.close()  # the handshake in the executor fails now
         server.close()
+
+
+def _publish_packet(topic: bytes, payload: bytes, qos: int, mid: int, properties: bytes) -> bytearray:
+    """The variable header and payload of a PUBLISH (what paho holds in ``_in_packet['packet']``)."""
+    body = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        body += mid.to_bytes(2, "big")
+    assert len(properties) < 128
+    return bytearray(body + bytes([len(properties)]) + properties + payload)
+
+
+@pytest.mark.parametrize(
+    ("flags", "properties"),
+    [
+        (0x00, b""),  # QoS 0
+        (0x02, b""),  # QoS 1
+        (0x0B, b""),  # QoS 1, DUP, RETAIN
+        (0x02, b"\x03\x00\x04json"),  # QoS 1 with a content type: paho parses it
+        (0x04, b""),  # QoS 2: paho's own flow
+    ],
+)
+def test_lean_publish_path_matches_paho(flags: int, properties: bytes) -> None:
+    def handle(handler: Callable[[paho.Client], object]) -> paho.MQTTMessage:
+        client = _BufferedClient(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True
+        )
+        got: list[paho.MQTTMessage] = []
+        client.on_message = lambda c, u, m: got.append(m)
+        qos = (flags & 0x06) >> 1
+        packet = _publish_packet(b"thermo_bridge/d1/state", b'{"temperature":21}', qos, 4242, properties)
+        client._in_packet = {
+            "command": 0x30 | flags,
+            "have_remaining": 1,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": len(packet),
+            "packet": packet,
+            "to_process": 0,
+            "pos": 0,
+        }
+        handler(client)
+        assert qos == 2 or len(got) == 1  # QoS 2 is delivered on PUBREL
+        return got[0] if got else client._in_messages[4242]
+
+    ours = handle(lambda c: c._handle_publish())
+    theirs = handle(paho.Client._handle_publish)
+    for attr in ("topic", "payload", "qos", "mid", "retain", "dup"):
+        assert getattr(ours, attr) == getattr(theirs, attr), attr
+    assert ours.properties is not None
+    assert theirs.properties is not None
+    assert ours.properties.json() == theirs.properties.json()  # type: ignore[no-untyped-call]
+    lean = not properties and flags & 0x06 != 0x04
+    assert (ours.properties is _NO_PROPERTIES) is lean  # the short path was (not) taken
