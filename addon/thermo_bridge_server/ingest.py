@@ -201,7 +201,10 @@ class Ingest(ProtocolHandler):
     def _check_write(self, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
             return
-        if (err := fut.exception()) is not None:
+        if (err := fut.exception()) is None:
+            if fut.result() is False:  # only apply_state resolves to a bool: False is a duplicate
+                self.duplicates += 1
+        else:
             self.store_errors += 1
             self._log_problem(("store", type(err).__name__), "store write failed (message not acknowledged): %s", err)
 
@@ -224,13 +227,7 @@ class Ingest(ProtocolHandler):
 
     def on_state(self, device_id: str, update: StateUpdate) -> None:
         """Merge a state report; a redelivered duplicate changes nothing."""
-        fut = self._write(self.store.apply_state, device_id, update, self._now())
-        if fut is not None:
-            fut.add_done_callback(self._count_duplicate)
-
-    def _count_duplicate(self, fut: asyncio.Future[bool]) -> None:
-        if not fut.cancelled() and fut.exception() is None and fut.result() is False:
-            self.duplicates += 1
+        self._write(self.store.apply_state, device_id, update, self._now())  # resolves False for a duplicate
 
     def on_availability(self, device_id: str, online: bool) -> None:
         """Record online/offline."""
