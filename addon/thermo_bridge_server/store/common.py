@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -61,9 +60,27 @@ class StoreClosedError(RuntimeError):
     """A write was queued on a store that is not open."""
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ENCODE_SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+# json.dumps() with keyword arguments builds a new encoder per call: these are built once.
+
+
 def dumps(value: object) -> str:
     """Compact, canonical JSON (sorted keys) so equal data gives equal text."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return _ENCODE_SORTED(value)
+
+
+def scalar_json(value: StateValue) -> str:
+    """JSON for one state value, with fast paths for the usual number and boolean."""
+    if type(value) is float:
+        return repr(value)  # what json does for a finite float (the protocol rejects the others)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return _ENCODE(value)
 
 
 def config_json(config: DeviceConfig) -> str:
@@ -76,23 +93,25 @@ def load_config(text: str) -> DeviceConfig:
     return parse_config(text.encode())
 
 
-def state_payload(device_id: str, update: StateUpdate) -> tuple[str, tuple[str, int, float, int] | None]:
+DedupeKey = tuple[str, int, float, int]
+"""(device_id, seq or NO_SEQ, device ts or NO_TS, digest)."""
+
+
+def state_payload(device_id: str, update: StateUpdate) -> tuple[str, DedupeKey | None]:
     """The STATE event's data as JSON, and the update's idempotency key (None without seq and ts).
 
     Encoded once per update: the digest in the key is taken over this same text. A QoS 1
     redelivery is byte-identical, so it parses to the same values in the same order and
     gives the same text and digest.
     """
-    data = json.dumps(
-        {"values": update.values, "ts": update.ts, "seq": update.seq}, separators=(",", ":"), ensure_ascii=False
-    )
+    data = _ENCODE({"values": update.values, "ts": update.ts, "seq": update.seq})
     if update.seq is None and update.ts is None:
         return data, None
     digest = int.from_bytes(hashlib.blake2b(data.encode(), digest_size=8).digest(), "big") >> 1  # fits a bigint
     return data, (
         device_id,
         NO_SEQ if update.seq is None else update.seq,
-        NO_TS if update.ts is None else update.ts,
+        NO_TS if update.ts is None else float(update.ts),
         digest,
     )
 
@@ -108,13 +127,12 @@ def history_value(key: str, value: StateValue) -> tuple[bool, float | None]:
     """(goes to history, stored value) for one state key."""
     if key not in HISTORY_KEYS:
         return False, None
-    if value is None:
-        return True, None
     if isinstance(value, bool):
         return True, 1.0 if value else 0.0
-    if isinstance(value, int | float):
-        number = float(value)
-        return (True, number) if math.isfinite(number) else (False, None)
+    if isinstance(value, float | int):
+        return True, float(value)
+    if value is None:
+        return True, None
     return False, None
 
 

@@ -72,6 +72,7 @@ from .common import (
     load_config,
     migrations,
     order_ts,
+    scalar_json,
     state_payload,
 )
 
@@ -232,7 +233,7 @@ class _Batch:
         for name, value in update.values.items():
             current = states.get((device_id, name))
             if current is None or order >= current[0]:
-                states[device_id, name] = (order, (device_id, name, json.dumps(value), ots, seq, update.ts, ts))
+                states[device_id, name] = (order, (device_id, name, scalar_json(value), ots, seq, update.ts, ts))
             keep, number = history_value(name, value)
             if keep:
                 self.history.append((device_id, hts, name, number))

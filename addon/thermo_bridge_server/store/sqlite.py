@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,17 +53,19 @@ from .base import (
 )
 from .common import (
     BATCH_CAP,
+    HISTORY_KEYS,
+    MAX_FUTURE_SKEW,
     NO_SEQ,
     PURGE_CHUNK,
+    DedupeKey,
     StoreClosedError,
     command_from_row,
     config_json,
     dead_letter_from_row,
     dumps,
-    history_value,
     load_config,
     migrations,
-    order_ts,
+    scalar_json,
     state_payload,
 )
 
@@ -81,6 +85,16 @@ _SQL_EVENT = (
     "INSERT INTO events (ts, device_id, home, type, data)"
     " VALUES (?, ?, COALESCE(?, (SELECT home FROM devices WHERE device_id = ?), ?), ?, ?)"
 )
+DEDUPE_CHUNK = 1000
+"""Keys per multi-row INSERT (5 parameters each, well under SQLite's 32,766 limit)."""
+
+
+@functools.lru_cache(maxsize=16)
+def _dedupe_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT OR IGNORE INTO state_dedupe VALUES {values} RETURNING device_id, seq, ts, digest"
+
+
 _COMMAND_COLUMNS = "command_id, device_id, sub, vals, status, reason, created_at, updated_at"
 
 
@@ -159,6 +173,33 @@ class _Writer:
         self.arrival = 0
         self.events: list[tuple[float, str, str | None, str, str, str, str]] = []
         self.dead: list[tuple[float, str, str, str, bytes]] = []
+        self.payloads: deque[tuple[str, DedupeKey | None]] = deque()
+        self.new_keys: set[DedupeKey] = set()
+
+    def prepare(self, batch: list[_Op]) -> None:
+        """Encode the batch's state updates and record their idempotency keys in one statement.
+
+        ``INSERT OR IGNORE … RETURNING`` returns only the keys that were new, so duplicates
+        (already stored, or twice in this batch) are known without one query per update.
+        """
+        payloads = self.payloads
+        payloads.clear()
+        keys: dict[DedupeKey, float] = {}
+        state = _Writer.state
+        for fn, args, _ in batch:
+            if fn is state:
+                device_id, update, ts = args
+                data, key = state_payload(device_id, update)
+                payloads.append((data, key))
+                if key is not None and key not in keys:
+                    keys[key] = ts
+        new: set[DedupeKey] = set()
+        items = [(*key, ts) for key, ts in keys.items()]
+        for start in range(0, len(items), DEDUPE_CHUNK):
+            chunk = items[start : start + DEDUPE_CHUNK]
+            rows = self.conn.execute(_dedupe_sql(len(chunk)), [v for row in chunk for v in row]).fetchall()
+            new.update(rows)
+        self.new_keys = new
 
     def reset(self) -> None:
         """Drop collected rows (after a rollback)."""
@@ -192,14 +233,19 @@ class _Writer:
 
     # ------------------------------------------------------------ hot path (collected)
     def state(self, device_id: str, update: StateUpdate, ts: float) -> bool:
-        data, key = state_payload(device_id, update)
+        """The hot path: written out by hand (it runs once per MQTT message, holding the GIL)."""
+        data, key = self.payloads.popleft()  # prepared in batch order
         if key is not None:
-            cur = self.conn.execute("INSERT OR IGNORE INTO state_dedupe VALUES (?, ?, ?, ?, ?)", (*key, ts))
-            if cur.rowcount == 0:
+            if key not in self.new_keys:
                 return False
-        ots = order_ts(update, ts)
+            self.new_keys.discard(key)  # a second copy later in this batch is a duplicate
+        device_ts = update.ts
         seq = NO_SEQ if update.seq is None else update.seq
-        hts = ts if update.ts is None else update.ts
+        if device_ts is None:
+            ots = hts = ts
+        else:
+            hts = device_ts
+            ots = min(device_ts, ts + MAX_FUTURE_SKEW)  # = common.order_ts
         self.arrival += 1
         order = (ots, seq, self.arrival)
         states = self.states
@@ -207,11 +253,15 @@ class _Writer:
         for name, value in update.values.items():
             current = states.get((device_id, name))
             if current is None or order >= current[0]:
-                states[device_id, name] = (order, (device_id, name, json.dumps(value), ots, seq, update.ts, ts))
-            keep, number = history_value(name, value)
-            if keep:
-                history.append((device_id, hts, name, number))
-        self.event(ts, device_id, None, EventType.STATE, data)
+                states[device_id, name] = (order, (device_id, name, scalar_json(value), ots, seq, device_ts, ts))
+            if name in HISTORY_KEYS:  # = common.history_value, inlined
+                if value is None or type(value) is float:
+                    history.append((device_id, hts, name, value))
+                elif isinstance(value, bool):
+                    history.append((device_id, hts, name, 1.0 if value else 0.0))
+                elif isinstance(value, int):
+                    history.append((device_id, hts, name, float(value)))
+        self.events.append((ts, device_id, None, device_id, self.default_home, "state", data))
         return True
 
     def device_event(self, device_id: str, event: DeviceEvent, ts: float) -> None:
@@ -452,6 +502,7 @@ class SQLiteStore(Store):
         results: list[Any] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            writer.prepare(batch)
             for fn, args, _ in batch:
                 results.append(fn(writer, *args))
             writer.flush()
