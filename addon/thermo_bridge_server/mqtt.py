@@ -329,6 +329,7 @@ class MqttTransport:
                 await self._lost
                 if self._stopping():  # disconnect() was called meanwhile
                     return
+
                 _LOGGER.warning("MQTT connection lost (%s); reconnecting", self._last_error)
             delay = min(settings.reconnect_max, settings.reconnect_min * 2**attempt) * random.uniform(0.5, 1.0)
             attempt = min(attempt + 1, 30)
@@ -560,10 +561,11 @@ class MqttTransport:
         was_connected = self.connected
         self.connected = False
         self._cancel_misc()
-        if was_connected:
+        if was_connected and not self._closing:
             self.stats.connection_losses += 1
         if not self._closing:
             self._last_error = f"{'broker sent DISCONNECT: ' if flags.is_disconnect_packet_from_server else ''}{reason}"
+
         for sub in self._subs.values():
             sub.mid = None
             for waiter in sub.waiters:

@@ -175,6 +175,7 @@ async def test_persistent_session_delivers_what_was_published_while_away(mosquit
     await first.connect(wait_seconds=5)
     await first.subscribe("p/+/state", 1, collector([]))
     await first.disconnect()
+    assert first.stats.connection_losses == 0  # a deliberate disconnect is not a loss
 
     pub = transports(settings(mosquitto, "pub"))
     await pub.connect(wait_seconds=5)
