@@ -691,6 +691,8 @@ def test_create_store_urls(tmp_path: Path) -> None:
     ):
         with pytest.raises(StoreUrlError, match=message):
             create_store(bad, retention_days=1, dead_letter_limit=1)
+    with pytest.raises(ValueError, match="needs a file"):
+        create_store("sqlite::memory:", retention_days=1, dead_letter_limit=1)
 
 
 async def test_sqlite_store_creates_parent_folder_and_uses_wal(tmp_path: Path) -> None:

@@ -405,6 +405,8 @@ class SQLiteStore(Store):
         synchronous: str = "NORMAL",
         readers: int = 2,
     ) -> None:
+        if path in {"", ":memory:"} or path.startswith("file::memory:"):
+            raise ValueError("the SQLite store needs a file: readers use their own connections")
         if synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = path
