@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,6 +26,7 @@ from paho.mqtt import client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import Mosquitto
+from tests.server.conftest import pg_base_dsn, with_search_path
 from tests.server.mqtt_helpers import wait_for
 from thermo_bridge_protocol import (
     DeviceConfig,
@@ -68,12 +71,29 @@ class Server:
         await self.transport.disconnect()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = create_store(f"sqlite:///{tmp_path}/thermo.db", retention_days=30, dead_letter_limit=50)
-    await store.open()
-    yield store
-    await store.close()
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The real store: a SQLite file, or a fresh schema in PostgreSQL (THERMO_BRIDGE_PG_DSN)."""
+    if request.param == "sqlite":
+        store = create_store(f"sqlite:///{tmp_path}/thermo.db", retention_days=30, dead_letter_limit=50)
+        await store.open()
+        yield store
+        await store.close()
+        return
+    import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415 - only the PostgreSQL variant needs it
+
+    base = pg_base_dsn()
+    schema = f"tb_ingest_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(base)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        store = create_store(with_search_path(base, schema), retention_days=30, dead_letter_limit=50)
+        await store.open()
+        yield store
+        await store.close()
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
 
 
 @pytest.fixture
