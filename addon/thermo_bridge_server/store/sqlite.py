@@ -6,8 +6,13 @@ only then resolves the operations' futures on the event loop (``call_soon_thread
 Hot-path rows (history, latest state, event log, dead letters) are collected per batch and
 written with ``executemany``; rarer operations (configs, availability, commands, admin
 writes) run in place, after flushing what was collected so the event log keeps the order
-the operations were queued in. If a batch fails, it is rolled back and its operations are
-retried one transaction each, so one bad operation fails alone and loses nothing else.
+the operations were queued in. The batch's idempotency keys are checked with one
+``INSERT OR IGNORE … RETURNING`` rather than one statement per update.
+
+If a batch fails on an operation's data (a constraint, a bad value), it is rolled back and
+its operations are retried one transaction each, so the bad one fails alone and loses
+nothing else. Any other failure (disk full, I/O error) fails the whole batch: the futures
+carry the error and the ingest does not acknowledge those MQTT messages.
 
 Reads run on separate connections in a small thread pool, so the event loop never waits on
 disk. WAL mode lets them read while the writer commits.
@@ -438,8 +443,7 @@ class SQLiteStore(Store):
         if self._open:
             return
         self._loop = asyncio.get_running_loop()
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = await asyncio.to_thread(_connect, self.path, self.synchronous)
         try:
             await asyncio.to_thread(apply_migrations, conn)
@@ -460,7 +464,7 @@ class SQLiteStore(Store):
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            await asyncio.to_thread(self._executor.shutdown, wait=True)  # lets running reads finish
         with self._read_lock:
             for conn in self._read_conns:
                 conn.close()
