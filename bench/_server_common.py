@@ -25,7 +25,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-for _path in (str(REPO), str(REPO / "addon")):
+# THERMO_BRIDGE_BENCH_ADDON: import the server and protocol packages from another folder
+# (a scratch copy with a candidate change) to compare it against the floor in the same way.
+ADDON = Path(os.environ.get("THERMO_BRIDGE_BENCH_ADDON") or REPO / "addon")
+for _path in (str(REPO), str(ADDON)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
@@ -271,6 +274,8 @@ def machine() -> dict[str, str]:
             ["git", "status", "--porcelain", "--", "addon"], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout.strip()
         code = f"{head}{' + uncommitted changes under addon/' if dirty else ''}"
+        if ADDON != REPO / "addon":
+            code += f" (server and protocol imported from {ADDON})"
     return {
         "code (git)": code,
         "cpus (nproc)": str(os.cpu_count()),
