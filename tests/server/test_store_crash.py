@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from thermo_bridge_protocol import StateUpdate, parse_config
+from thermo_bridge_protocol import DeviceEvent, StateUpdate, parse_config
 from thermo_bridge_server.store import create_store
 from thermo_bridge_server.store.base import EventType
 
@@ -41,6 +41,7 @@ CONFIG = {
 }
 WINDOW = 3000  # writes in flight at once: several batches queued behind the one committing
 MIN_ACKED = 4000  # kill only once this many writes were acknowledged
+EVENT_EVERY = 10  # a device event and a dead letter are queued after every 10th update
 
 
 def values(seq: int) -> dict[str, Any]:
@@ -68,13 +69,16 @@ async def _ingest(url: str) -> None:
     out.write("READY\n")
     out.flush()
     seq = 0
-    in_flight: set[asyncio.Future[bool]] = set()
+    in_flight: set[asyncio.Future[Any]] = set()
     while True:  # until killed
         while len(in_flight) < WINDOW:
             seq += 1
             future = store.apply_state(DEVICE, StateUpdate(values(seq), ts=device_ts(seq), seq=seq), time.time())
             future.add_done_callback(_ack(acked, seq))
             in_flight.add(future)
+            if seq % EVENT_EVERY == 0:  # other tables in the same batches
+                in_flight.add(store.record_device_event(DEVICE, DeviceEvent("button_press", {"seq": seq}), time.time()))
+                in_flight.add(store.add_dead_letter(f"x/{seq}/state", "invalid_json", "", b"{", time.time()))
         _, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         if acked:
             out.write("".join(f"{s}\n" for s in acked))
@@ -127,15 +131,21 @@ async def check_consistent(url: str, acked: set[int], raw: list[tuple[int, int, 
     store = create_store(url, retention_days=0, dead_letter_limit=10)
     await store.open()  # migrations are a no-op on the crashed database
     try:
-        state_events = [e for e in await store.events_since(0, limit=10_000_000) if e.type is EventType.STATE]
-        event_seqs = [e.data["seq"] for e in state_events]
+        log = await store.events_since(0, limit=10_000_000)
+        event_seqs = [e.data["seq"] for e in log if e.type is EventType.STATE]
+        device_events = [e.data["data"]["seq"] for e in log if e.type is EventType.EVENT]
         stored = [seq for seq, _, _ in raw]
         assert event_seqs == stored, "events and history disagree"
         assert stored == list(range(1, len(stored) + 1)), "not a prefix of what was queued: a batch was lost"
         assert all(history == 2 and dedupe == 1 for _, history, dedupe in raw), "a partial write survived"
         assert acked <= set(stored), f"{len(acked - set(stored))} acknowledged writes are missing"
-        assert len(stored) >= len(acked)
+        # What was queued between the updates committed with them, in order, none beyond.
         newest = stored[-1]
+        expected = list(range(EVENT_EVERY, newest + 1, EVENT_EVERY))
+        allowed = (expected, expected[:-1]) if newest % EVENT_EVERY == 0 else (expected,)  # queued after M: maybe
+        assert device_events in allowed, "device events are not the committed prefix"
+        assert [e.offset for e in log] == sorted({e.offset for e in log})
+        assert len(stored) >= len(acked)
         state = await store.get_state(DEVICE)
         assert state is not None
         assert state.values == values(newest)
