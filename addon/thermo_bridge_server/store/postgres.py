@@ -200,7 +200,7 @@ class _Batch:
             ids = sorted(
                 row[0]
                 for row in await conn.fetch(
-                    "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1)", len(events)
+                    "SELECT nextval($2::regclass) FROM generate_series(1, $1)", len(events), self.store.events_sequence
                 )
             )
             ts, device_ids, homes, types, data = zip(*events, strict=True)
@@ -352,6 +352,7 @@ class PostgresStore(Store):
         self.dead_letter_limit = dead_letter_limit
         self.default_home = default_home
         self.schema_key = 0
+        self.events_sequence = ""
         self._pool_size = pool_size
         self._pool: asyncpg.Pool[Any] | None = None
         self._queue: deque[_Op] = deque()
@@ -396,6 +397,7 @@ class PostgresStore(Store):
             async with pool.acquire() as conn:
                 await apply_migrations(conn)
                 self.schema_key = await conn.fetchval("SELECT hashtext(current_schema())")
+                self.events_sequence = await conn.fetchval("SELECT pg_get_serial_sequence('events', 'id')")
         except BaseException:
             await pool.close()
             raise
