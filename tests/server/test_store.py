@@ -759,7 +759,8 @@ async def test_postgres_replicas_keep_offsets_ordered_and_state_merged(pg_dsn: s
         assert len(await stores[0].history("sensor_1", T0, T0 + 10_000)) == 2000
         # A per-session sequence cache would break the commit-order guarantee.
         cache = await raw_fetch(
-            pg_dsn, "SELECT cache_size FROM pg_sequences WHERE schemaname = current_schema() AND sequencename LIKE 'events%'"
+            pg_dsn,
+            "SELECT cache_size FROM pg_sequences WHERE schemaname = current_schema() AND sequencename LIKE 'events%'",
         )
         assert cache == [(1,)]
     finally:
