@@ -176,9 +176,21 @@ def with_search_path(dsn: str, schema: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+async def pg_problem() -> str | None:
+    """Why PostgreSQL at ``pg_dsn()`` cannot be used, or None when it answers."""
+    try:
+        import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        conn = await asyncpg.connect(pg_dsn(), timeout=5)
+        await conn.close()
+    except Exception as err:  # any failure is reported to the user as is
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 async def pg_create_schema(dsn: str, prefix: str) -> str:
     """A fresh, empty schema (so parallel or earlier runs never collide); returns its name."""
-    import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415
+    import asyncpg  # noqa: PLC0415
 
     schema = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(dsn)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from _server_common import (
+    PG_DSN_ENV,
     device_config,
     device_id,
     machine,
@@ -50,6 +51,7 @@ from _server_common import (
     pg_create_schema,
     pg_drop_schema,
     pg_dsn,
+    pg_problem,
     with_search_path,
 )
 
@@ -283,6 +285,8 @@ def main() -> None:
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not args.backends or set(args.backends) - {"sqlite", "postgres"}:
         parser.error("--backends: sqlite and/or postgres")
+    if "postgres" in args.backends and (problem := asyncio.run(pg_problem())):
+        sys.exit(f"PostgreSQL is not reachable ({problem}); set {PG_DSN_ENV} or run --backends sqlite")
     env = machine()
     workdir = Path(tempfile.mkdtemp(prefix="tb_bench_history_"))
     try:

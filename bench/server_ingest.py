@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from _server_common import (
+    PG_DSN_ENV,
     REPO,
     RawPublisher,
     config_messages,
@@ -70,6 +71,7 @@ from _server_common import (
     pg_create_schema,
     pg_drop_schema,
     pg_dsn,
+    pg_problem,
     state_messages,
     with_search_path,
 )
@@ -466,16 +468,22 @@ def main() -> None:
         parser.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
+    if {"postgres", "shared"} & set(args.variants) and (problem := asyncio.run(pg_problem())):
+        sys.exit(f"PostgreSQL is not reachable ({problem}); set {PG_DSN_ENV} or run --variants floor,sqlite")
     env = machine()
     workdir = Path(tempfile.mkdtemp(prefix="tb_bench_ingest_"))
     print(f"work folder {workdir}", flush=True)
     runs = []
+    ok = False
     try:
         for index in range(args.repeats):
             runs.append(asyncio.run(run_once(args, index, workdir)))
+        ok = True
     finally:
-        if not args.keep:
+        if ok and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+        elif not ok:
+            print(f"failed: broker and worker logs kept in {workdir}", file=sys.stderr)
     print()
     print(summarize(args, runs, argv, env))
 
