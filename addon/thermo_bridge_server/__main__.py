@@ -74,7 +74,11 @@ async def serve(config: ServerConfig) -> int:
     app = await create_app(config)
     components = app[COMPONENTS]
     components.port = int(sock.getsockname()[1])
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
+    # max_field_size: aiohttp's 8190-byte header limit would answer an 8 KiB bearer token with its
+    # own plain 400 before our auth sees it; the auth layer enforces the token limit instead.
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False, max_field_size=16_384
+    )
     components.metrics.open_connections = lambda: len(runner.server.connections) if runner.server else 0
     try:
         await _until_stopped(runner.setup(), stop)  # runs start-up: store, MQTT, ingest

@@ -156,6 +156,12 @@ async def test_server_process_dev_auth_command_and_graceful_sigterm(
                 headers={"Authorization": f"Bearer {reader}"},
             ) as resp:
                 assert resp.status == 403
+            # A token over the auth limit (8 KiB) gets our error shape, not aiohttp's header-size 400.
+            async with session.get(f"{base}/api/v1/devices", headers={"Authorization": "Bearer " + "a" * 9000}) as resp:
+                assert resp.status == 401
+                body = await resp.json()
+                assert body["error"]["code"] == "invalid_token"
+                assert "larger than" in resp.headers["WWW-Authenticate"]
         finally:
             await asyncio.to_thread(sim.stop)
 
