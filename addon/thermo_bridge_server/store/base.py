@@ -155,8 +155,10 @@ class Store(ABC):
     def apply_state(self, device_id: str, update: StateUpdate, ts: float) -> asyncio.Future[bool]:
         """Merge a partial update into the latest state, append numeric values to history, log STATE.
 
-        Idempotent: when the update carries ``seq`` and/or ``ts``, (device_id, seq, ts) is its key
-        and a second update with the same key changes nothing and resolves to False.
+        Idempotent: when the update carries ``seq`` and/or ``ts``, (device_id, seq, ts, payload
+        digest) is its key and a second update with the same key changes nothing and resolves to
+        False. The digest keeps two different reports that share (seq, ts), e.g. after a device's
+        counter reset on reboot; without seq and ts there is no dedupe (store/common.py).
         """
 
     @abstractmethod
