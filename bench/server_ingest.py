@@ -350,6 +350,8 @@ class Run:
             "rejected": sum(sum(f.get("ingest", {}).get("rejected_by_reason", {}).values()) for f in done),
             "store_errors": sum(f.get("ingest", {}).get("store_errors", 0) for f in done),
             "write_failures": sum(f.get("failed", 0) for f in done),
+            "batches": sum(f.get("store", {}).get("batches_total", 0) for f in done),
+            "max_commit_ms": 1000 * max((f.get("store", {}).get("max_commit_seconds", 0.0) for f in done), default=0.0),
         }
 
     async def stored(self, variant: str) -> dict[str, int]:
@@ -400,7 +402,13 @@ async def run_once(args: argparse.Namespace, index: int, workdir: Path) -> dict[
                 f"machine busy {100 * result['machine_busy']:.0f}% (before: {100 * result['background']:.0f}%, "
                 f"not ours: {result['other_cores']:.2f} cores, e.g. {result['others']})"
                 f"  per worker {result['per_worker']}{extra}; duplicates {result['duplicates']}, "
-                f"rejected {result['rejected']}, store errors {result['store_errors'] + result['write_failures']}",
+                f"rejected {result['rejected']}, store errors {result['store_errors'] + result['write_failures']}"
+                + (
+                    f"; {result['batches']:,} store batches (mean {result['n'] / max(1, result['batches']):.0f} "
+                    f"writes, slowest commit {result['max_commit_ms']:.0f} ms)"
+                    if result["batches"]
+                    else ""
+                ),
                 flush=True,
             )
     finally:
