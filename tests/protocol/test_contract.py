@@ -466,7 +466,7 @@ def test_recursion_error_from_the_json_decoder_is_too_deep(monkeypatch: pytest.M
     def deep(*args: object, **kwargs: object) -> object:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr("thermo_bridge_protocol.codec.json.loads", deep)
+    monkeypatch.setattr("thermo_bridge_protocol.codec._DECODER.decode", deep)
     with pytest.raises(ProtocolError) as info:
         decode_object(b"{}")
     assert info.value.reason is Reason.TOO_DEEP

@@ -72,6 +72,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# Built once: json.loads with hooks would build a new decoder for every message.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+
+
 def decode_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """Decode a JSON object payload; reject anything too large, not UTF-8, not JSON or not an object."""
     if len(payload) > max_bytes:
@@ -81,7 +85,7 @@ def decode_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[st
     except UnicodeDecodeError as err:
         raise ProtocolError(Reason.NOT_UTF8, f"payload is not valid UTF-8 (byte {err.start})") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        data = _DECODER.decode(text)
     except ProtocolError:
         raise
     except RecursionError:
