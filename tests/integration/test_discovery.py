@@ -150,6 +150,8 @@ async def test_same_device_id_on_two_base_topics(
     assert entity_ids(entity_registry, second.entry_id) == set()
     assert len(entity_ids(entity_registry, first.entry_id)) == 6
     assert caplog.text.count("already belongs to another thermo_bridge entry") == 1
+    # The ownership check does not use HA 2026's deprecated DeviceEntry.config_entries.
+    assert "DeviceEntry.config_entries`, which is deprecated" not in caplog.text
 
 
 async def test_messages_for_unknown_devices_change_nothing(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
