@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from thermo_bridge_server.config import OPTIONS_BY_NAME, load_config
 
