@@ -35,7 +35,7 @@ from aiohttp.typedefs import Middleware
 
 from thermo_bridge_protocol import DeviceKind, ProtocolError, validate_device_id
 
-from .auth import Principal, require_permission
+from .auth import PRINCIPAL_KEY, Principal, require_permission
 from .errors import ApiError, error_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import HttpCounters, Metrics
@@ -708,7 +708,7 @@ class RateLimiter:
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """429 with ``Retry-After`` when an authenticated user exceeds their request rate."""
-    principal: Principal | None = request.get("principal")
+    principal: Principal | None = request.get(PRINCIPAL_KEY)
     if principal is not None:
         wait = request.app[RATE_LIMITER].take(principal.sub)
         if wait > 0:

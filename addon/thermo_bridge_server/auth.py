@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -50,7 +50,6 @@ from .errors import ApiError, error_response
 _LOGGER = logging.getLogger(__name__)
 
 REALM: Final = "thermo_bridge"
-PRINCIPAL_KEY: Final = "principal"
 # RFC 6750 §2.1 b64token.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _JWT_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
@@ -119,6 +118,13 @@ class Principal:
     def has(self, permission: str) -> bool:
         """Strict membership: ``admin`` does not imply the others unless the API says so."""
         return permission in self.permissions
+
+
+if TYPE_CHECKING or hasattr(web, "RequestKey"):
+    PRINCIPAL_KEY = web.RequestKey("principal", Principal)
+    """Where the auth middleware leaves the request's Principal."""
+else:  # aiohttp < 3.14 (Home Assistant 2025.4's 3.11) has no RequestKey: a plain string key
+    PRINCIPAL_KEY = "principal"
 
 
 class JwksUnavailableError(Exception):
@@ -548,7 +554,7 @@ def _is_cors_preflight(request: web.Request) -> bool:
 
 
 def auth_middleware(authenticator: Authenticator, *, protected_prefix: str = "/api/v1") -> Middleware:
-    """Authenticate every request under ``protected_prefix``; sets ``request["principal"]``.
+    """Authenticate every request under ``protected_prefix``; sets ``request[PRINCIPAL_KEY]``.
 
     Auth failures are answered here (the error body from errors.py plus WWW-Authenticate), so
     the middleware works with or without an outer error-handling middleware. CORS pre-flights
