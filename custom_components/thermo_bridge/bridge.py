@@ -69,6 +69,10 @@ EventListener = Callable[[DeviceEvent], None]
 
 PAYLOAD_SNIPPET = 512
 """How much of a payload diagnostics keep (payloads can be hostile and large)."""
+MAX_UNKNOWN_SOURCES = 100
+"""Unknown senders (device ids or topics) counted and logged by name; whoever publishes picks
+these names, so beyond this many the rest share ``OTHER_SOURCES`` and memory stays bounded."""
+OTHER_SOURCES = "(other sources)"
 
 # ServiceValidationError translation keys per protocol rejection reason.
 _COMMAND_ERROR_KEYS: Mapping[Reason, str] = {
@@ -212,7 +216,7 @@ class Bridge(ProtocolHandler):
         self.rejected_by_reason: Counter[str] = Counter()
         self.rejected_unknown: Counter[str] = Counter()
         """Rejections that name no device (topics under the base that are not ours)."""
-        self._logged_rejections: set[tuple[str | None, str | None]] = set()
+        self._logged_rejections: set[tuple[str, MessageKind]] = set()
         self._foreign: set[str] = set()
         self._unsubscribes: list[CALLBACK_TYPE] = []
 
@@ -505,15 +509,14 @@ class Bridge(ProtocolHandler):
         self.rejected_total += 1
         self.rejected_by_reason[error.reason] += 1
         device = self.devices.get(device_id) if device_id is not None else None
-        if device is not None:
+        if device is not None and kind is not None:
             device.rejected[error.reason] += 1
-            if kind is not None:
-                device.last_messages[f"rejected_{kind}"] = _snippet(payload)
+            device.last_messages[f"rejected_{kind}"] = _snippet(payload)
+            first = (device.device_id, kind) not in self._logged_rejections
+            self._logged_rejections.add((device.device_id, kind))
         else:
-            self.rejected_unknown[device_id or topic[:120]] += 1
-        key = (device_id, str(kind) if kind is not None else topic[:120])
-        if key not in self._logged_rejections:
-            self._logged_rejections.add(key)
+            first = self._count_unknown(device_id or topic[:120])
+        if first:
             _LOGGER.warning(
                 "Ignoring a %s message from %s on %s (%s): %s; further ones are counted in diagnostics",
                 kind or "malformed",
@@ -524,6 +527,24 @@ class Bridge(ProtocolHandler):
             )
         if error.reason is Reason.UNSUPPORTED_SCHEMA and device_id is not None:
             self._raise_schema_issue(device_id, payload)
+
+    def _count_unknown(self, source: str) -> bool:
+        """Count a rejection that names no device of ours; True the first time ``source`` is seen."""
+        counts = self.rejected_unknown
+        if source in counts:
+            counts[source] += 1
+            return False
+        if len(counts) < MAX_UNKNOWN_SOURCES:
+            counts[source] = 1
+            return True
+        if OTHER_SOURCES not in counts:
+            _LOGGER.warning(
+                "More than %s unknown senders under %s: further ones are only counted in diagnostics",
+                MAX_UNKNOWN_SOURCES,
+                self.base_topic,
+            )
+        counts[OTHER_SOURCES] += 1
+        return False
 
     def _raise_schema_issue(self, device_id: str, payload: bytes) -> None:
         try:

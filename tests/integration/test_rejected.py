@@ -16,6 +16,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
+from custom_components.thermo_bridge.bridge import MAX_UNKNOWN_SOURCES, OTHER_SOURCES
 from custom_components.thermo_bridge.const import DOMAIN
 
 from .conftest import THERMOSTAT_CONFIG, THERMOSTAT_ID, SetupEntry, fire, get_device, send
@@ -67,6 +68,29 @@ async def test_bad_messages_of_every_kind(
     bridge = thermostat.runtime_data
     assert bridge.rejected_total == 6
     assert bridge.rejected_unknown
+
+
+async def test_unknown_senders_are_counted_in_bounded_memory(
+    hass: HomeAssistant, thermostat: MockConfigEntry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever publishes picks the device ids: a flood of them must not grow memory or the log."""
+    senders = MAX_UNKNOWN_SOURCES + 20
+    for i in range(senders):
+        fire(hass, f"stranger{i}", "state", {"temperature": 1})
+    fire(hass, "stranger0", "event", {"event": "x"})
+    await hass.async_block_till_done()
+    bridge = thermostat.runtime_data
+    assert bridge.rejected_total == senders + 1
+    assert sum(bridge.rejected_unknown.values()) == senders + 1
+    assert len(bridge.rejected_unknown) == MAX_UNKNOWN_SOURCES + 1
+    assert bridge.rejected_unknown["stranger0"] == 2
+    assert bridge.rejected_unknown[OTHER_SOURCES] == senders - MAX_UNKNOWN_SOURCES
+    assert caplog.text.count("Ignoring a state message from stranger") == MAX_UNKNOWN_SOURCES
+    assert caplog.text.count("further ones are only counted") == 1
+    # The known device's rejections are still logged and attributed to it.
+    await send(hass, THERMOSTAT_ID, "state", b"not json")
+    assert caplog.text.count("Ignoring a state message from living") == 1
+    assert bridge.devices[THERMOSTAT_ID].rejected == {"not_json": 1}
 
 
 async def test_unsupported_schema_raises_and_clears_a_repair_issue(
