@@ -119,7 +119,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         ingest=ingest,
         transport=transport,
         store_stats=store.stats,
-        transport_stats=_stats_of(transport),
+        transport_stats=transport.stats_dict,
     )
     components = Components(
         config=config,
@@ -161,20 +161,6 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         app.router.add_routes(dev_issuer.routes())
     app.cleanup_ctx.append(_lifecycle)
     return app
-
-
-def _stats_of(transport: MqttTransport) -> Callable[[], dict[str, Any]]:
-    def stats() -> dict[str, Any]:
-        raw = getattr(transport, "stats", None)
-        if raw is None:
-            return {}
-        if isinstance(raw, dict):
-            return raw
-        if hasattr(raw, "__dict__"):
-            return dict(vars(raw))
-        return {}
-
-    return stats
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -26,6 +26,8 @@ class IngestCounters(Protocol):
     messages_in: int
     rejected_by_reason: Mapping[str, int]
     duplicates: int
+    store_errors: int
+    acks_unmatched: int
     commands_sent: int
     commands_acked: int
     commands_failed: int
@@ -181,6 +183,18 @@ class Metrics:
             "counter",
             "QoS 1 redeliveries recognised and not stored twice.",
             ingest.duplicates,
+        )
+        out.add(
+            metric_name("mqtt_store_errors_total"),
+            "counter",
+            "MQTT messages whose store write failed or was refused (not acknowledged: the broker redelivers).",
+            ingest.store_errors,
+        )
+        out.add(
+            metric_name("mqtt_acks_unmatched_total"),
+            "counter",
+            "Device acks that matched no pending command (unknown id, another device, or already finished).",
+            ingest.acks_unmatched,
         )
         commands = metric_name("commands_total")
         out.declare(commands, "counter", "Commands by outcome (sent, then acked, failed or timed_out).")

@@ -789,9 +789,8 @@ class MqttTransport:
             self._pub_waiters.pop(info.mid, None)
 
     def stats_dict(self) -> dict[str, float]:
-        """Figures for /metrics."""
+        """Figures for /metrics (``connected`` is exported on its own, as ``mqtt_connected``)."""
         out: dict[str, float] = {k: float(v) for k, v in vars(self.stats).items()}
-        out["connected"] = 1.0 if self.connected else 0.0
         out["held_acks"] = float(len(self._held))
         out["unmatched_waiting"] = float(len(self._unmatched))
         return out

@@ -590,6 +590,7 @@ def parse_prometheus(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
         name, labels_text, value = match.group(1), match.group(2) or "", match.group(3)
         assert name in typed, f"{name} has no # TYPE line before its samples"
         labels = tuple(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels_text)))
+        assert (name, labels) not in samples, f"duplicate sample {line!r}"
         samples[(name, labels)] = float(value)
     return samples
 
@@ -616,6 +617,17 @@ async def test_metrics_exposition(stack: ServerStack, admin: str) -> None:
         labels[0] for (name, labels) in samples if name == "thermo_bridge_commands_total"
     }
     assert any(name.startswith("thermo_bridge_store_") for name, _ in samples), "store figures are exported"
+
+
+async def test_metrics_export_store_failures_and_held_acks(stack: ServerStack) -> None:
+    """Failures an operator must see: refused store writes, stray acks, messages waiting for the store."""
+    samples = parse_prometheus((await stack.api.call("GET", "/metrics")).text)
+    ingest, transport = stack.components.ingest, stack.components.transport
+    assert samples[("thermo_bridge_mqtt_store_errors_total", ())] == ingest.store_errors
+    assert samples[("thermo_bridge_mqtt_acks_unmatched_total", ())] == ingest.acks_unmatched
+    assert ("thermo_bridge_mqtt_held_acks", ()) in samples
+    assert ("thermo_bridge_mqtt_unmatched_waiting", ()) in samples
+    assert samples[("thermo_bridge_mqtt_acks_sent", ())] <= transport.stats.acks_sent  # more may come after
 
 
 async def test_openapi_document_is_public(stack: ServerStack) -> None:
