@@ -30,7 +30,7 @@ from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
-from .capabilities import entity_keys, unique_id
+from .capabilities import device_info, entity_keys, unique_id
 from .const import (
     CONF_BASE_TOPIC,
     CONF_COMMAND_TIMEOUT,
@@ -333,16 +333,8 @@ class Bridge(ProtocolHandler):
         return True
 
     def _update_registry(self, device: DeviceData) -> None:
-        config = device.config
-        registry = dr.async_get(self.hass)
-        entry = registry.async_get_or_create(
-            config_entry_id=self.entry.entry_id,
-            identifiers={(DOMAIN, config.device_id)},
-            name=config.name,
-            manufacturer=config.manufacturer,
-            model=config.model,
-            sw_version=config.sw_version,
-            suggested_area=config.suggested_area,
+        entry = dr.async_get(self.hass).async_get_or_create(
+            config_entry_id=self.entry.entry_id, **device_info(device.config)
         )
         device.ha_device_id = entry.id
 

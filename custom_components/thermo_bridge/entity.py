@@ -6,27 +6,14 @@ from collections.abc import Callable
 
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
 from .bridge import Bridge, DeviceData, ThermoBridgeConfigEntry
-from .capabilities import entity_keys, unique_id
-from .const import DOMAIN, signal_new_device
+from .capabilities import device_info, entity_keys, unique_id
+from .const import signal_new_device
 from .protocol import DeviceConfig
-
-
-def device_info(config: DeviceConfig) -> DeviceInfo:
-    """The device registry entry of a device."""
-    return DeviceInfo(
-        identifiers={(DOMAIN, config.device_id)},
-        name=config.name,
-        manufacturer=config.manufacturer,
-        model=config.model,
-        sw_version=config.sw_version,
-        suggested_area=config.suggested_area,
-    )
 
 
 class ThermoBridgeEntity(Entity):
