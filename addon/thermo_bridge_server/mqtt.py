@@ -303,6 +303,7 @@ class MqttTransport:
     # ------------------------------------------------------------------ the connection manager
 
     def _stopping(self) -> bool:
+        """``_closing``, re-read: a method so mypy does not narrow it from ``_run``'s loop condition."""
         return self._closing
 
     async def _run(self) -> None:
@@ -329,7 +330,6 @@ class MqttTransport:
                 await self._lost
                 if self._stopping():  # disconnect() was called meanwhile
                     return
-
                 _LOGGER.warning("MQTT connection lost (%s); reconnecting", self._last_error)
             delay = min(settings.reconnect_max, settings.reconnect_min * 2**attempt) * random.uniform(0.5, 1.0)
             attempt = min(attempt + 1, 30)
@@ -703,11 +703,6 @@ class MqttTransport:
             return
         client.ack(inbound.mid, inbound.qos)
         self.stats.acks_sent += 1
-
-    def ack(self, inbound: _Inbound) -> None:
-        """Acknowledge a delivery now (normally automatic once its held futures resolve)."""
-        inbound.dispatched = True
-        self._finish(inbound)
 
     def _replay_unmatched(self) -> None:
         if not self._unmatched:
