@@ -254,24 +254,22 @@ def payload_too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes", details={"limit": limit})
 
 
+def _bad_field(field: str, message: str) -> ApiError:
+    """400 invalid_body naming the offending field (as ``_bad_param`` does for the query)."""
+    return ApiError(400, "invalid_body", message, details={"field": field})
+
+
 def _only_keys(data: Mapping[str, Any], allowed: Collection[str]) -> None:
     unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise ApiError(
-            400,
-            "invalid_body",
-            f"unknown field {unknown[0][:40]!r}; allowed: {', '.join(sorted(allowed))}",
-            details={"field": unknown[0][:40]},
-        )
+        name = unknown[0][:40]
+        raise _bad_field(name, f"unknown field {name!r}; allowed: {', '.join(sorted(allowed))}")
 
 
 def _home(value: object, field: str) -> str:
     if not isinstance(value, str) or not HOME_RE.fullmatch(value):
-        raise ApiError(
-            400,
-            "invalid_body",
-            f"{field} must be a home name of 1-64 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-'",
-            details={"field": field},
+        raise _bad_field(
+            field, f"{field} must be a home name of 1-64 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-'"
         )
     return value
 
@@ -430,12 +428,7 @@ async def send_command(request: web.Request) -> web.Response:
     _only_keys(body, ("values",))
     values = body.get("values")
     if not isinstance(values, dict):
-        raise ApiError(
-            400,
-            "invalid_body",
-            'the body must be {"values": {...}} with the command values',
-            details={"field": "values"},
-        )
+        raise _bad_field("values", 'the body must be {"values": {...}} with the command values')
     try:
         record = await request.app[SENDER].send_command(device.device_id, values, access.principal.sub)
     except ProtocolError as err:
@@ -511,12 +504,7 @@ async def put_grants(request: web.Request) -> web.Response:
     _only_keys(body, ("homes",))
     homes = body.get("homes")
     if not isinstance(homes, list) or len(homes) > MAX_HOMES_PER_USER:
-        raise ApiError(
-            400,
-            "invalid_body",
-            f"homes must be a list of at most {MAX_HOMES_PER_USER} home names",
-            details={"field": "homes"},
-        )
+        raise _bad_field("homes", f"homes must be a list of at most {MAX_HOMES_PER_USER} home names")
     checked = sorted({_home(home, "homes") for home in homes})
     await request.app[STORE].set_grants(sub, checked)
     _LOGGER.info("Grants of %s set to %s", sub, checked)
