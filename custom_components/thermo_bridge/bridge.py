@@ -373,7 +373,7 @@ class Bridge(ProtocolHandler):
         if device.pending:
             self._confirm_from_state(device, update.values)
         if device.expired:
-            device.expired = False
+            self._unexpire(device)
             self._update_available(device)
             device.notify()
             return
@@ -395,7 +395,8 @@ class Bridge(ProtocolHandler):
         device.online = online
         if online:
             device.last_seen = dt_util.utcnow().timestamp()
-            device.expired = False
+            if device.expired:
+                self._unexpire(device)
         self._update_available(device)
         device.notify()
 
@@ -434,9 +435,14 @@ class Bridge(ProtocolHandler):
             device.expired = True
             self._update_available(device)
             device.notify()
-            # Check again later: only state data clears the flag, but keep one timer alive.
+            # No timer while expired: the data that clears the flag re-arms it (_unexpire).
 
         device.cancel_expire = async_call_later(self.hass, expire_after, check)
+
+    def _unexpire(self, device: DeviceData) -> None:
+        """Fresh data from an expired device: clear the flag and watch for the next silence."""
+        device.expired = False
+        self._reset_expiry(device)
 
     def on_ack(self, device_id: str, ack: Ack) -> None:
         """The device answered one of our commands (acks of other senders are ignored)."""

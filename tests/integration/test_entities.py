@@ -158,6 +158,20 @@ async def test_expire_after(
     await send(hass, SENSOR_ID, "state", {"temperature": 21})
     assert hass.states.get(temperature).state == "21.0"
     assert caplog.text.count("is available again") == 1
+    # And silence after that expires it again: the check keeps running once the device is back.
+    freezer.tick(timedelta(seconds=61))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert hass.states.get(temperature).state == STATE_UNAVAILABLE
+    assert caplog.text.count("no data within expire_after") == 2
+    # A retained "online" counts as data too, with the same re-armed check.
+    await send(hass, SENSOR_ID, "availability", "online")
+    assert hass.states.get(temperature).state == "21.0"
+    freezer.tick(timedelta(seconds=61))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert hass.states.get(temperature).state == STATE_UNAVAILABLE
+    assert caplog.text.count("no data within expire_after") == 3
 
 
 async def test_expire_after_dropped_from_config(
