@@ -20,6 +20,7 @@ from aiohttp import web
 
 from .app import COMPONENTS, SHUTDOWN_TIMEOUT, create_app, server_version
 from .config import ServerConfig, load_config_or_exit
+from .devauth import DevAuthError
 from .supervisor import SupervisorError, resolve_supervisor_mqtt
 
 _LOGGER = logging.getLogger("thermo_bridge_server")
@@ -71,7 +72,12 @@ async def serve(config: ServerConfig) -> int:
     except OSError as err:
         _LOGGER.error("Cannot listen on %s:%d: %s", config.http_host, config.http_port, err.strerror)
         return 1
-    app = await create_app(config)
+    try:
+        app = await create_app(config)
+    except (ValueError, DevAuthError) as err:  # e.g. a store URL option or dev key file that cannot work
+        _LOGGER.error("Cannot start: %s", err)
+        sock.close()
+        return 1
     components = app[COMPONENTS]
     components.port = int(sock.getsockname()[1])
     # max_field_size: aiohttp's 8190-byte header limit would answer an 8 KiB bearer token with its

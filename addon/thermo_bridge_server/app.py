@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from .api import API_PREFIX, ApiSettings, api_middlewares, setup_api
-from .auth import Authenticator, AuthSettings, auth_middleware
+from .auth import Authenticator, auth_middleware
 from .config import ServerConfig
 from .devauth import DevIssuer
 from .discovery import Advertiser
@@ -86,26 +86,24 @@ def dev_issuer_url(config: ServerConfig) -> str:
 
 
 async def create_app(config: ServerConfig, *, store: Store | None = None) -> web.Application:
-    """The aiohttp application; components start with the app (``on_startup``) and stop with it."""
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
-    dev_issuer: DevIssuer | None = None
-    if config.dev_auth:
-        dev_issuer = await asyncio.to_thread(DevIssuer, config.dev_key_path, issuer=dev_issuer_url(config), warn=True)
-        authenticator = dev_issuer.authenticator(session)
-        auth_settings: AuthSettings = authenticator.settings
-    elif config.auth is not None:
-        auth_settings = config.auth
-        authenticator = Authenticator(auth_settings, session)
-    else:  # load_config refuses this; keep the guard for programmatic use
-        await session.close()
-        raise ValueError("auth settings are required unless dev_auth is enabled")
+    """The aiohttp application; components start with the app (``on_startup``) and stop with it.
 
+    Raises ValueError (a store URL or auth setting that cannot work) or DevAuthError (an
+    unusable dev key file) with a message for the user; nothing is left open then.
+    """
     store = store or create_store(
         config.store_url,
         retention_days=config.retention_days,
         dead_letter_limit=config.dead_letter_limit,
         default_home=config.default_home,
     )
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+    try:
+        authenticator, dev_issuer = await _authenticator(config, session)
+    except BaseException:
+        await session.close()
+        raise
+    auth_settings = authenticator.settings
     transport = MqttTransport(config.mqtt)
     ingest = Ingest(
         store,
@@ -161,6 +159,17 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         app.router.add_routes(dev_issuer.routes())
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+async def _authenticator(
+    config: ServerConfig, session: aiohttp.ClientSession
+) -> tuple[Authenticator, DevIssuer | None]:
+    if config.dev_auth:
+        dev_issuer = await asyncio.to_thread(DevIssuer, config.dev_key_path, issuer=dev_issuer_url(config), warn=True)
+        return dev_issuer.authenticator(session), dev_issuer
+    if config.auth is None:  # load_config refuses this; keep the guard for programmatic use
+        raise ValueError("auth settings are required unless dev_auth is enabled")
+    return Authenticator(config.auth, session), None
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

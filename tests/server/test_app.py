@@ -243,6 +243,29 @@ def test_port_in_use_exits_1(mosquitto: Mosquitto, tmp_path: Path) -> None:
     assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"THERMO_BRIDGE_STORE_URL": "sqlite:///{tmp}/server.db?synchronous=fast"}, "sqlite synchronous must be"),
+        ({"THERMO_BRIDGE_DEV_KEY_PATH": "{tmp}/not_a_key.pem"}, "is not an unencrypted PEM private key"),
+    ],
+    ids=["store_url_option", "dev_key_file"],
+)
+def test_unusable_store_url_or_dev_key_exits_1_with_one_clear_line(
+    mosquitto: Mosquitto, tmp_path: Path, extra: dict[str, str], expected: str
+) -> None:
+    """Settings that only fail when the server builds its parts: an error line, no traceback, nothing left open."""
+    (tmp_path / "not_a_key.pem").write_text("not a key\n")
+    (tmp_path / "not_a_key.pem").chmod(0o600)
+    env = server_env(mosquitto, tmp_path, free_port(), **{k: v.format(tmp=tmp_path) for k, v in extra.items()})
+    result = _run_server(env)
+    assert result.returncode == 1
+    assert "Cannot start: " in result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Unclosed" not in result.stderr
+
+
 async def test_serves_while_the_broker_is_down_and_recovers(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "late", websockets=False)  # ports chosen, not started yet
     jwks = JwksServer()
