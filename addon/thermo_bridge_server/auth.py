@@ -152,24 +152,21 @@ def missing_token_error() -> ApiError:
     )
 
 
+def _bearer_error(status: int, error: str, message: str, description: str) -> ApiError:
+    """An RFC 6750 error: ``error`` is both the body's code and the WWW-Authenticate error attribute."""
+    return ApiError(
+        status, error, f"{message}: {description}.", headers={"WWW-Authenticate": _www_authenticate(error, description)}
+    )
+
+
 def invalid_token_error(description: str) -> ApiError:
     """401 invalid_token with the reason in the body and in error_description."""
-    return ApiError(
-        401,
-        "invalid_token",
-        f"Invalid access token: {description}.",
-        headers={"WWW-Authenticate": _www_authenticate("invalid_token", description)},
-    )
+    return _bearer_error(401, "invalid_token", "Invalid access token", description)
 
 
 def invalid_request_error(description: str) -> ApiError:
     """400 invalid_request for a malformed Authorization header (RFC 6750 §3.1)."""
-    return ApiError(
-        400,
-        "invalid_request",
-        f"Malformed Authorization header: {description}.",
-        headers={"WWW-Authenticate": _www_authenticate("invalid_request", description)},
-    )
+    return _bearer_error(400, "invalid_request", "Malformed Authorization header", description)
 
 
 def insufficient_scope_error(permission: str) -> ApiError:
