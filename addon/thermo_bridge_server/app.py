@@ -1,12 +1,12 @@
 """Builds the server from a ServerConfig: store, MQTT transport, ingest, auth, API, background work.
 
-Start-up order (``Components.start``): store (migrations) → MQTT transport → ingest
-(subscribes) → background tasks (retention, command timeouts) → zeroconf; shutdown runs
-it backwards so nothing is lost: stop advertising and background work, stop the ingest
-taking new messages, close the store (its writer commits everything queued, which lets
-the ingest acknowledge those QoS 1 messages), then disconnect from the broker. The
-broker keeps our persistent session, so whatever arrives while we are down is delivered
-when we return.
+Start-up order (``_start``): store (migrations) → MQTT transport → ingest (subscribes,
+starts the command timeout sweep) → background tasks (JWKS prefetch, retention) →
+zeroconf; shutdown runs it backwards so nothing is lost: stop advertising and background
+work, stop the ingest taking new messages, close the store (its writer commits everything
+queued, which lets the ingest acknowledge those QoS 1 messages), then disconnect from the
+broker. The broker keeps our persistent session, so whatever arrives while we are down is
+delivered when we return.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def dev_issuer_url(config: ServerConfig) -> str:
 
 
 async def create_app(config: ServerConfig, *, store: Store | None = None) -> web.Application:
-    """The aiohttp application; components start with the app (``on_startup``) and stop with it.
+    """The aiohttp application; components start with the app (``cleanup_ctx``) and stop with it.
 
     Raises ValueError (a store URL or auth setting that cannot work) or DevAuthError (an
     unusable dev key file) with a message for the user; nothing is left open then.

@@ -1,11 +1,11 @@
 """MQTT traffic into the store, through the shared protocol router; commands out.
 
 Every message goes through ``DeviceRouter`` (the same code the Home Assistant integration
-uses), so a payload the protocol rejects never reaches the store: it is counted per reason,
-logged rate-limited and kept in the bounded dead-letter table. Each store write returns a
-future resolved when its batch committed; the message's MQTT acknowledgement waits for it
-(``MqttTransport.hold_ack``), so a crash never loses an acknowledged message and a QoS 1
-redelivery is absorbed by the store's idempotency key (device id + seq/ts).
+uses), so a payload the protocol rejects never changes a device's stored data: it is counted
+per reason, logged rate-limited and kept in the bounded dead-letter table. Each store write
+returns a future resolved when its batch committed; the message's MQTT acknowledgement waits
+for it (``MqttTransport.hold_ack``), so a crash never loses an acknowledged message and a QoS 1
+redelivery is absorbed by the store's idempotency key (device id, seq, ts, payload digest).
 """
 
 from __future__ import annotations
