@@ -374,6 +374,20 @@ async def test_missing_and_invalid_tokens_are_401(stack: ServerStack) -> None:
     assert "expired" in resp.headers["WWW-Authenticate"]
 
 
+async def test_admin_alone_does_not_imply_read_or_write(stack: ServerStack) -> None:
+    """As the README says: admin opens the admin endpoints and every home, not the other permissions."""
+    admin_only = stack.api.token("auth0|root", ("admin",))
+    assert (await stack.api.call("GET", "/api/v1/admin/grants", token=admin_only)).status == 200
+    resp = await stack.api.call("GET", "/api/v1/devices", token=admin_only)
+    assert resp.status == 403
+    assert resp.error["details"] == {"required_permission": "read:devices"}
+    resp = await stack.api.call(
+        "POST", f"/api/v1/devices/{T1}/commands", token=admin_only, json_body={"values": {"hvac_mode": "off"}}
+    )
+    assert resp.status == 403
+    assert resp.error["details"] == {"required_permission": "write:devices"}
+
+
 async def test_missing_permission_is_403_insufficient_scope(stack: ServerStack) -> None:
     reader = stack.api.token("auth0|reader", ("read:devices",), homes=["alpha"])
     resp = await stack.api.call(
