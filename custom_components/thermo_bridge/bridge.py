@@ -397,19 +397,21 @@ class Bridge(ProtocolHandler):
             device.last_seen = dt_util.utcnow().timestamp()
             if device.expired:
                 self._unexpire(device)
-        self._update_available(device)
-        device.notify()
+        if self._update_available(device):
+            device.notify()
 
-    def _update_available(self, device: DeviceData) -> None:
+    def _update_available(self, device: DeviceData) -> bool:
+        """Derive ``available`` from ``online`` and ``expired``; True (and logged) if it changed."""
         available = device.online is not False and not device.expired
         if available == device.available:
-            return
+            return False
         device.available = available
         if available:
             _LOGGER.info("Device %s (%s) is available again", device.device_id, device.config.name)
         else:
             why = "it reported offline" if device.online is False else "no data within expire_after"
             _LOGGER.info("Device %s (%s) is unavailable: %s", device.device_id, device.config.name, why)
+        return True
 
     def _reset_expiry(self, device: DeviceData) -> None:
         """(Re)arm the expire_after check; it re-arms itself for as long as data keeps coming."""
@@ -433,8 +435,8 @@ class Bridge(ProtocolHandler):
                 device.cancel_expire = async_call_later(self.hass, remaining, check)
                 return
             device.expired = True
-            self._update_available(device)
-            device.notify()
+            if self._update_available(device):
+                device.notify()
             # No timer while expired: the data that clears the flag re-arms it (_unexpire).
 
         device.cancel_expire = async_call_later(self.hass, expire_after, check)

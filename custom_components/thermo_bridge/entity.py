@@ -31,6 +31,8 @@ class ThermoBridgeEntity(Entity):
         self._key = key
         self._attr_unique_id = unique_id(device.device_id, key)
         self._attr_device_info = device_info(device.config)
+        self._config = device.config
+        """The config the attributes were derived from."""
         self._update_from_config(device.config)
 
     @property
@@ -50,9 +52,11 @@ class ThermoBridgeEntity(Entity):
 
     @callback
     def _handle_update(self, changed: frozenset[str] | None) -> None:
-        if changed is None and (self._platform_key, self._key) in entity_keys(self._device.config):
-            # Config changed (or availability): refresh; a dropped capability is removed by the bridge.
-            self._update_from_config(self._device.config)
+        config = self._device.config
+        if changed is None and config is not self._config and (self._platform_key, self._key) in entity_keys(config):
+            # A changed config (not just availability): refresh; a dropped capability is removed by the bridge.
+            self._config = config
+            self._update_from_config(config)
         self.async_write_ha_state()
 
     def _update_from_config(self, config: DeviceConfig) -> None:

@@ -115,6 +115,18 @@ async def test_availability_follows_device_and_logs_once(
     assert caplog.text.count("is available again") == 1
 
 
+async def test_repeated_availability_writes_no_state(
+    hass: HomeAssistant, thermostat: MockConfigEntry, freezer: FrozenDateTimeFactory
+) -> None:
+    """A retained "online" after the config (every HA start) changes nothing: no state writes."""
+    reported = hass.states.get("climate.living_room").last_reported  # the State is updated in place
+    freezer.tick(timedelta(seconds=5))
+    await send(hass, THERMOSTAT_ID, "availability", "online")
+    after = hass.states.get("climate.living_room")
+    assert after.state == "heat"
+    assert after.last_reported == reported
+
+
 async def test_mqtt_connection_loss_makes_entities_unavailable(
     hass: HomeAssistant, thermostat: MockConfigEntry, caplog: pytest.LogCaptureFixture
 ) -> None:
