@@ -12,6 +12,7 @@ delivered when we return.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import importlib.metadata
 import logging
@@ -41,8 +42,9 @@ RETENTION_INTERVAL = 3600.0
 SHUTDOWN_TIMEOUT = 10.0
 
 
+@functools.cache
 def server_version() -> str:
-    """The installed package version (a source checkout without metadata says 0.0.0)."""
+    """The installed package version (a source checkout without metadata says 0.0.0); read once."""
     try:
         return importlib.metadata.version("thermo-bridge")
     except importlib.metadata.PackageNotFoundError:
@@ -216,22 +218,25 @@ async def _start(c: Components, started: set[str]) -> None:
         c.spawn(c.authenticator.prefetch(), "jwks-prefetch")
     c.spawn(run_retention(c.store, config.retention_days, RETENTION_INTERVAL), "retention")
     if config.zeroconf:
-        c.advertiser = Advertiser(
-            port=c.port or config.http_port,
-            version=server_version(),
-            api_path=API_PREFIX,
-            base_topic=config.mqtt.base_topic,
-            host=config.http_host,
-            # Bound to loopback only: announce there, not to a LAN that cannot reach us.
-            interfaces=[config.http_host] if config.http_host.startswith("127.") else None,
-        )
         # Probing and announcing take a second or two: do not hold up start-up for it.
-        c.spawn(_advertise(c.advertiser), "zeroconf")
+        c.spawn(_advertise(c), "zeroconf")
 
 
-async def _advertise(advertiser: Advertiser) -> None:
+async def _advertise(c: Components) -> None:
+    config = c.config
+    # In a thread: bound to all interfaces, Advertiser resolves this host's addresses (blocking DNS).
+    c.advertiser = await asyncio.to_thread(
+        Advertiser,
+        port=c.port or config.http_port,
+        version=server_version(),
+        api_path=API_PREFIX,
+        base_topic=config.mqtt.base_topic,
+        host=config.http_host,
+        # Bound to loopback only: announce there, not to a LAN that cannot reach us.
+        interfaces=[config.http_host] if config.http_host.startswith("127.") else None,
+    )
     try:
-        await advertiser.start()
+        await c.advertiser.start()
     except OSError as err:  # no multicast-capable interface: the API still works
         _LOGGER.warning("Zeroconf advertisement failed: %s", err)
 
