@@ -525,7 +525,9 @@ class Bridge(ProtocolHandler):
                 error.reason,
                 error,
             )
-        if error.reason is Reason.UNSUPPORTED_SCHEMA and device_id is not None:
+        # Issues are persisted: only for senders counted by name, so a flood stays bounded.
+        named = device is not None or device_id in self.rejected_unknown
+        if error.reason is Reason.UNSUPPORTED_SCHEMA and device_id is not None and named:
             self._raise_schema_issue(device_id, payload)
 
     def _count_unknown(self, source: str) -> bool:

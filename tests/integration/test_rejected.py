@@ -109,6 +109,20 @@ async def test_unsupported_schema_raises_and_clears_a_repair_issue(
     assert hass.states.get("climate.living_room") is not None
 
 
+async def test_repair_issues_for_unknown_senders_are_bounded(
+    hass: HomeAssistant, setup_entry: SetupEntry, issue_registry: ir.IssueRegistry
+) -> None:
+    """Repair issues are persisted: a flood of newer-schema device ids must not grow them without end."""
+    await setup_entry()
+    for i in range(MAX_UNKNOWN_SOURCES + 20):
+        fire(hass, f"future{i}", "config", dict(THERMOSTAT_CONFIG, id=f"future{i}", schema=2))
+    await hass.async_block_till_done()
+    ours = [key for (domain, key) in issue_registry.issues if domain == DOMAIN]
+    assert len(ours) == MAX_UNKNOWN_SOURCES
+    assert f"unsupported_schema_future{MAX_UNKNOWN_SOURCES - 1}" in ours
+    assert f"unsupported_schema_future{MAX_UNKNOWN_SOURCES}" not in ours
+
+
 async def test_removed_device_clears_its_repair_issue(
     hass: HomeAssistant, thermostat: MockConfigEntry, issue_registry: ir.IssueRegistry
 ) -> None:
