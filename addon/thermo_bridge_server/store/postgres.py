@@ -82,6 +82,8 @@ LOCK_MIGRATIONS = 0x74620001
 LOCK_EVENTS = 0x74620002
 MAX_DEAD_LETTER_MESSAGE = 1000
 RETRIES = 5
+PIPELINE_DEPTH = 2
+"""Batches in flight at once (each in its own transaction; see ``_Slot``)."""
 
 _HISTORY_COLUMNS = ("device_id", "ts", "key", "value")
 _EVENT_COLUMNS = ("id", "ts", "device_id", "home", "type", "data")
@@ -158,14 +160,18 @@ class _Batch:
     def event(self, ts: float, device_id: str, home: str | None, type_: EventType, data: str) -> None:
         self.events.append((ts, device_id, home, str(type_), data))
 
-    async def flush(self) -> None:
-        """Write the collected rows; the events last, under the offset lock."""
-        conn = self.conn
+    async def flush_history(self) -> None:
+        """Write the collected history rows (insert-only: no row another batch could lock)."""
         if self.history:
             # COPY: the largest row set of a batch (2 rows per report). Binary COPY encodes each
             # row directly; unnest() arrays cost asyncpg several ABC isinstance checks per element.
-            await conn.copy_records_to_table("history", records=self.history, columns=_HISTORY_COLUMNS)
+            await self.conn.copy_records_to_table("history", records=self.history, columns=_HISTORY_COLUMNS)
             self.history.clear()
+
+    async def flush(self) -> None:
+        """Write the collected rows; the events last, under the offset lock."""
+        conn = self.conn
+        await self.flush_history()
         if self.states:
             rows = [row for _, (_, row) in sorted(self.states.items())]
             self.states.clear()
@@ -336,6 +342,61 @@ def _fail(batch: Sequence[_Op], err: BaseException) -> None:
             future.set_exception(err)
 
 
+class _RestartError(Exception):
+    """The batch this one overlapped failed an attempt: roll back and redo after it."""
+
+
+class _Slot:
+    """How a batch in flight tells the batch queued after it how far it got.
+
+    The writer keeps up to ``PIPELINE_DEPTH`` batches in flight, each in its own transaction,
+    so the next batch's work overlaps this one's round trips instead of waiting for its
+    commit. Only what cannot change the outcome overlaps: the next batch inserts its
+    duplicates-check keys once this batch's are in (a key in both then waits in PostgreSQL
+    for this commit and is a duplicate, as in serial order), then its history rows
+    (insert-only); everything else (latest state, dead letters, the event log and its
+    offsets, configs, commands) only after this batch committed or failed, so those
+    statements and the event offsets come in queue order, as with one batch at a time.
+
+    The only wait PostgreSQL cannot see is the next batch waiting here for this one. It
+    holds just its new key rows and history rows then, which this batch needs only if it
+    retries: so a batch signals ``retrying`` before any retry, and the next batch, seeing
+    it, rolls back and redoes its work once this batch is finished.
+    """
+
+    __slots__ = ("deduped", "done", "failed")
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.deduped: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.failed: asyncio.Future[None] = loop.create_future()
+
+    def set_deduped(self) -> None:
+        if not self.deduped.done():
+            self.deduped.set_result(None)
+
+    def retrying(self) -> None:
+        self.set_deduped()
+        if not self.failed.done():
+            self.failed.set_result(None)
+
+    def finish(self) -> None:
+        self.set_deduped()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def wait(self, step: asyncio.Future[None]) -> None:
+        """Wait for ``step``; raise ``_RestartError`` if this batch retries meanwhile (or did)."""
+        if not step.done() and not self.failed.done():
+            await asyncio.wait((step, self.failed), return_when=asyncio.FIRST_COMPLETED)
+        if self.failed.done():
+            raise _RestartError
+
+
+_OVERLAPPING = frozenset({_Batch.state, _Batch.device_event, _Batch.dead_letter})
+
+
 class PostgresStore(Store):
     """PostgreSQL backend: an asyncpg pool and one batching writer task."""
 
@@ -355,6 +416,8 @@ class PostgresStore(Store):
         self.schema_key = 0
         self.events_sequence = ""
         self._pool_size = pool_size
+        # A batch waiting for the one before holds a connection: the retry of that one needs another.
+        self._depth = PIPELINE_DEPTH if pool_size > PIPELINE_DEPTH else 1
         self._pool: asyncpg.Pool[Any] | None = None
         self._queue: deque[_Op] = deque()
         self._wake = asyncio.Event()
@@ -430,39 +493,74 @@ class PostgresStore(Store):
 
     async def _run(self) -> None:
         queue = self._queue
+        previous: _Slot | None = None
+        in_flight: set[asyncio.Task[None]] = set()
         while True:
+            if len(in_flight) >= self._depth:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
             if not queue:
                 if not self._open:
+                    if in_flight:
+                        await asyncio.wait(in_flight)
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             batch = [queue.popleft() for _ in range(min(len(queue), BATCH_CAP))]
-            try:
-                await self._commit(batch)
-            except Exception as err:  # never let the writer die: fail the batch, keep going
-                _LOGGER.exception("Store writer failed a batch")
-                _fail(batch, err)
+            slot = _Slot()
+            task = asyncio.create_task(self._run_batch(batch, previous, slot))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            previous = slot
 
-    async def _commit(self, batch: list[_Op]) -> None:
-        """Apply a batch in one transaction; on failure, one transaction per operation."""
+    async def _run_batch(self, batch: list[_Op], previous: _Slot | None, slot: _Slot) -> None:
+        try:
+            await self._commit(batch, previous, slot)
+        except Exception as err:  # never let the writer die: fail the batch, keep going
+            _LOGGER.exception("Store writer failed a batch")
+            _fail(batch, err)
+        finally:
+            slot.finish()
+
+    async def _commit(self, batch: list[_Op], previous: _Slot | None = None, slot: _Slot | None = None) -> None:
+        """Apply a batch in one transaction; on failure, one transaction per operation.
+
+        With ``previous`` (the batch queued before, maybe still committing) only the inserts
+        that cannot conflict with it overlap its commit; see ``_Slot``.
+        """
         assert self._pool is not None  # noqa: S101 - the writer runs only while open
+        slot = slot or _Slot()
         started = time.perf_counter()
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    results = await self._apply(conn, batch)
+                    results = await self._apply(conn, batch, previous, slot)
                 break
+            except _RestartError:
+                # The previous batch failed an attempt while ours overlapped it: ours rolled
+                # back; redo it once the previous one is finished, not overlapping anything.
+                slot.retrying()
+                assert previous is not None  # noqa: S101 - raised only while overlapping
+                await previous.done
+                previous = None
+                attempt -= 1
+                continue
             except _TRANSIENT_ERRORS as err:
+                slot.retrying()
                 self._stats["retried_batches_total"] += 1
                 if attempt < RETRIES:
                     _LOGGER.info("Store batch hit %s (%s); retrying", type(err).__name__, err)
                     await asyncio.sleep(0.02 * 2**attempt)
+                    if previous is not None:
+                        await previous.done
+                        previous = None
                     continue
                 failure: Exception = err
             except Exception as err:
+                slot.retrying()
                 failure = err
             self._stats["failed_batches_total"] += 1
             transient = isinstance(failure, _TRANSIENT_ERRORS)
@@ -471,6 +569,8 @@ class PostgresStore(Store):
                 _fail(batch, failure)
                 return
             _LOGGER.warning("Store batch of %d failed (%s); retrying one by one", len(batch), failure)
+            if previous is not None:
+                await previous.done
             for op in batch:
                 await self._commit([op])
             return
@@ -483,7 +583,16 @@ class PostgresStore(Store):
         stats["max_commit_seconds"] = max(stats["max_commit_seconds"], elapsed)
         _resolve(batch, results)
 
-    async def _apply(self, conn: asyncpg.Connection[Any], batch: list[_Op]) -> list[object]:
+    async def _apply(
+        self, conn: asyncpg.Connection[Any], batch: list[_Op], previous: _Slot | None, slot: _Slot
+    ) -> list[object]:
+        # Only state reports, device events and dead letters may overlap the previous batch.
+        overlap = previous is not None and all(fn in _OVERLAPPING for fn, _, _ in batch)
+        if previous is not None:
+            if overlap:
+                await previous.wait(previous.deduped)  # its duplicates-check rows first: same order as serial
+            else:
+                await previous.wait(previous.done)
         keys: dict[_DedupeKey, float] = {}
         for fn, args, _ in batch:
             if fn is _Batch.state and args[3] is not None:
@@ -498,8 +607,13 @@ class PostgresStore(Store):
                 *zip(*((*key, received) for key, received in sorted(keys.items())), strict=True),
             )
             new_keys = {(r[0], r[1], r[2], r[3]) for r in rows}
+        slot.set_deduped()
         work = _Batch(conn, self, new_keys)
         results = [await fn(work, *args) for fn, args, _ in batch]
+        if overlap:
+            assert previous is not None  # noqa: S101 - overlap implies a previous batch
+            await work.flush_history()
+            await previous.wait(previous.done)
         await work.flush()
         return results
 
