@@ -11,7 +11,8 @@ from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
-from .bridge import Bridge, DeviceData, ThermoBridgeConfigEntry
+from .bridge import Bridge, ThermoBridgeConfigEntry
+from .device import DeviceData
 from .entity import ThermoBridgeEntity, async_setup_platform_entities
 
 PARALLEL_UPDATES = 0

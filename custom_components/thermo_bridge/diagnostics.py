@@ -9,8 +9,9 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 
-from .bridge import Bridge, DeviceData, ThermoBridgeConfigEntry
+from .bridge import Bridge, ThermoBridgeConfigEntry
 from .const import DOMAIN
+from .device import DeviceData
 
 TO_REDACT = {"username", "password", "token", "secret", "serial", "serial_number", "mac", "ip"}
 """Keys that never leave the house; device payloads are free-form where devices add data."""

@@ -10,9 +10,10 @@ from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
-from .bridge import Bridge, DeviceData, ThermoBridgeConfigEntry
+from .bridge import Bridge, ThermoBridgeConfigEntry
 from .capabilities import device_info, entity_keys, unique_id
 from .const import signal_new_device
+from .device import DeviceData
 from .protocol import DeviceConfig
 
 
