@@ -118,7 +118,8 @@ class Bridge(ProtocolHandler):
         self.router = DeviceRouter(entry.data[CONF_BASE_TOPIC], self._async_subscribe, self._async_publish, self)
         self.devices: dict[str, DeviceData] = {}
         self.entity_unique_ids: set[str] = set()
-        """Unique ids of the entities alive now, so a re-sent config creates no duplicates."""
+        """Unique ids this entry created entities for (disabled ones too, which HA never adds),
+        so a re-sent config creates no duplicates; removal and dropped capabilities take them out."""
         self.mqtt_connected = True
         self.rejected_total = 0
         self.rejected_by_reason: Counter[str] = Counter()
