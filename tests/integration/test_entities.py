@@ -186,6 +186,21 @@ async def test_expire_after(
     assert caplog.text.count("no data within expire_after") == 3
 
 
+async def test_expire_after_shortened_by_a_changed_config(
+    hass: HomeAssistant, setup_entry: SetupEntry, entity_registry: er.EntityRegistry, freezer: FrozenDateTimeFactory
+) -> None:
+    """The running check is replaced, not kept: the new, shorter window applies at once."""
+    await setup_entry()
+    await send(hass, SENSOR_ID, "config", dict(SENSOR_CONFIG, expire_after=600))
+    temperature = entity_id_of(entity_registry, "sensor", "hall_temperature")
+    await send(hass, SENSOR_ID, "state", {"temperature": 20})
+    await send(hass, SENSOR_ID, "config", dict(SENSOR_CONFIG, expire_after=10))
+    freezer.tick(timedelta(seconds=11))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert hass.states.get(temperature).state == STATE_UNAVAILABLE
+
+
 async def test_expire_after_dropped_from_config(
     hass: HomeAssistant, setup_entry: SetupEntry, entity_registry: er.EntityRegistry, freezer: FrozenDateTimeFactory
 ) -> None:
