@@ -1,8 +1,12 @@
 """The PostgreSQL store (larger installs, several server replicas on one database).
 
 One writer task per process takes whatever is queued (up to ``BATCH_CAP`` operations) and
-applies it in one transaction with a few set-based statements (``unnest`` arrays), then
-resolves the operations' futures. Reads and admin writes use the pool directly.
+applies it in one transaction with a few set-based statements (``unnest`` arrays; binary
+``COPY`` for the history and event rows, the bulk of a batch), then resolves the
+operations' futures. Up to ``PIPELINE_DEPTH`` batches are in flight, each in its own
+transaction: the next one's inserts that cannot change the outcome overlap the previous
+commit's round trips, everything else waits for that commit (see ``_Slot``). Reads and
+admin writes use the pool directly.
 
 Safe with several replicas writing at once:
 
