@@ -27,6 +27,7 @@ Design notes that hold for both backends:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
@@ -182,3 +183,17 @@ def migrations(backend: str) -> list[tuple[int, str, str]]:
     if len(set(versions)) != len(versions):
         raise RuntimeError(f"duplicate migration versions in {backend}: {versions}")
     return out
+
+
+def resolve_batch(batch: Sequence[tuple[Any, Any, asyncio.Future[Any]]], results: Sequence[object]) -> None:
+    """Settle each queued write's future with its result once its batch committed."""
+    for (_, _, future), result in zip(batch, results, strict=True):
+        if not future.done():
+            future.set_result(result)
+
+
+def fail_batch(batch: Sequence[tuple[Any, Any, asyncio.Future[Any]]], err: BaseException) -> None:
+    """Fail every queued write's future of a batch that could not commit."""
+    for _, _, future in batch:
+        if not future.done():
+            future.set_exception(err)

@@ -72,10 +72,12 @@ from .common import (
     config_json,
     dead_letter_from_row,
     dumps,
+    fail_batch,
     history_value,
     load_config,
     migrations,
     order_ts,
+    resolve_batch,
     scalar_json,
     state_payload,
 )
@@ -334,18 +336,6 @@ class _Batch:
         return record
 
 
-def _resolve(batch: Sequence[_Op], results: Sequence[object]) -> None:
-    for (_, _, future), result in zip(batch, results, strict=True):
-        if not future.done():
-            future.set_result(result)
-
-
-def _fail(batch: Sequence[_Op], err: BaseException) -> None:
-    for _, _, future in batch:
-        if not future.done():
-            future.set_exception(err)
-
-
 class _RestartError(Exception):
     """The batch this one overlapped failed an attempt: roll back and redo after it."""
 
@@ -523,7 +513,7 @@ class PostgresStore(Store):
             await self._commit(batch, previous, slot)
         except Exception as err:  # never let the writer die: fail the batch, keep going
             _LOGGER.exception("Store writer failed a batch")
-            _fail(batch, err)
+            fail_batch(batch, err)
         finally:
             slot.finish()
 
@@ -570,7 +560,7 @@ class PostgresStore(Store):
             transient = isinstance(failure, _TRANSIENT_ERRORS)
             if len(batch) == 1 or transient or not isinstance(failure, _DATA_ERRORS):
                 _LOGGER.error("Store write of %d operation(s) failed: %s", len(batch), failure)
-                _fail(batch, failure)
+                fail_batch(batch, failure)
                 return
             _LOGGER.warning("Store batch of %d failed (%s); retrying one by one", len(batch), failure)
             if previous is not None:
@@ -585,7 +575,7 @@ class PostgresStore(Store):
         stats["last_batch_size"] = len(batch)
         stats["last_commit_seconds"] = elapsed
         stats["max_commit_seconds"] = max(stats["max_commit_seconds"], elapsed)
-        _resolve(batch, results)
+        resolve_batch(batch, results)
 
     async def _apply(
         self, conn: asyncpg.Connection[Any], batch: list[_Op], previous: _Slot | None, slot: _Slot

@@ -68,8 +68,10 @@ from .common import (
     config_json,
     dead_letter_from_row,
     dumps,
+    fail_batch,
     load_config,
     migrations,
+    resolve_batch,
     scalar_json,
     state_payload,
 )
@@ -385,18 +387,6 @@ class _Writer:
         return deleted
 
 
-def _resolve(batch: list[_Op], results: list[Any]) -> None:
-    for (_, _, future), result in zip(batch, results, strict=True):
-        if not future.done():
-            future.set_result(result)
-
-
-def _fail(batch: list[_Op], err: BaseException) -> None:
-    for _, _, future in batch:
-        if not future.done():
-            future.set_exception(err)
-
-
 class SQLiteStore(Store):
     """SQLite backend: WAL, one batching writer thread, reads in a thread pool."""
 
@@ -525,7 +515,7 @@ class SQLiteStore(Store):
                     self._commit(writer, [op])
                 return
             _LOGGER.error("Store write of %d operation(s) failed: %s", len(batch), err)
-            self._call(_fail, batch, err)
+            self._call(fail_batch, batch, err)
             return
         elapsed = time.perf_counter() - started
         stats = self._stats
@@ -534,7 +524,7 @@ class SQLiteStore(Store):
         stats["last_batch_size"] = len(batch)
         stats["last_commit_seconds"] = elapsed
         stats["max_commit_seconds"] = max(stats["max_commit_seconds"], elapsed)
-        self._call(_resolve, batch, results)
+        self._call(resolve_batch, batch, results)
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
         assert self._loop is not None  # noqa: S101 - set before the thread starts
