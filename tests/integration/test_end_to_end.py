@@ -20,7 +20,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.thermo_bridge.const import CONF_BASE_TOPIC, DOMAIN, EVENT_THERMO_BRIDGE
 from tests.broker import Mosquitto
-from thermo_bridge_server.simulator import Simulator
+from thermo_bridge_sim.simulator import Simulator
 
 THERMOSTAT = "e2e_thermostat_1"
 SENSOR = "e2e_sensor_1"

@@ -28,7 +28,7 @@ from thermo_bridge_protocol import (
 )
 from thermo_bridge_protocol.codec import _ACK_KEYS, _CONFIG_KEYS, _EVENT_KEYS, _THERMOSTAT_KEYS
 from thermo_bridge_protocol.models import THERMOSTAT_ENUM_STATE, THERMOSTAT_NUMBER_STATE
-from thermo_bridge_server.simulator import Simulator
+from thermo_bridge_sim.simulator import Simulator
 
 ROOT = Path(__file__).parent.parent.parent
 SCHEMAS = ROOT / "docs" / "schemas"

@@ -34,7 +34,7 @@ from thermo_bridge_protocol import (
     encode_command,
     parse_state,
 )
-from thermo_bridge_server.simulator import Simulator, SimulatorError, main
+from thermo_bridge_sim.simulator import Simulator, SimulatorError, main
 
 WAIT = 10.0
 
@@ -392,9 +392,9 @@ async def test_natural_cadence_reports_and_events(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without a rate, devices report every few seconds and emit occasional events (sped up here)."""
-    monkeypatch.setattr("thermo_bridge_server.simulator.TICK", 0.05)
-    monkeypatch.setattr("thermo_bridge_server.simulator.REPORT_INTERVAL", 0.1)
-    monkeypatch.setattr("thermo_bridge_server.simulator.EVENT_PROBABILITY", 2.0)
+    monkeypatch.setattr("thermo_bridge_sim.simulator.TICK", 0.05)
+    monkeypatch.setattr("thermo_bridge_sim.simulator.REPORT_INTERVAL", 0.1)
+    monkeypatch.setattr("thermo_bridge_sim.simulator.EVENT_PROBABILITY", 2.0)
     _, seen, _ = reader
     sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=9)
     sims.append(sim)
@@ -511,7 +511,7 @@ def test_unknown_host_is_a_clear_simulator_error() -> None:
 def test_cli_exits_non_zero_on_a_closed_port(closed_port: int) -> None:
     port = closed_port
     result = subprocess.run(
-        [sys.executable, "-m", "thermo_bridge_server.simulator", "--port", str(port), "--duration", "1"],
+        [sys.executable, "-m", "thermo_bridge_sim", "--port", str(port), "--duration", "1"],
         capture_output=True,
         text=True,
         timeout=30,

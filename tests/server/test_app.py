@@ -25,8 +25,8 @@ from tests.server.jwks import JwksServer
 from thermo_bridge_server.app import COMPONENTS, create_app, server_version
 from thermo_bridge_server.config import OPTIONS
 from thermo_bridge_server.discovery import SERVICE_TYPE, Advertiser
-from thermo_bridge_server.simulator import Simulator
 from thermo_bridge_server.store import create_store
+from thermo_bridge_sim.simulator import Simulator
 
 
 def server_env(broker: Mosquitto, tmp_path: Path, port: int, **extra: str) -> dict[str, str]:

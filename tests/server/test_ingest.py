@@ -28,19 +28,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.broker import Mosquitto
 from tests.server.conftest import pg_base_dsn, with_search_path
 from tests.server.mqtt_helpers import wait_for
-from thermo_bridge_protocol import (
-    DeviceConfig,
-    ProtocolError,
-    device_topic,
-    encode_config,
-)
+from thermo_bridge_protocol import ProtocolError, device_topic
 from thermo_bridge_protocol.models import MessageKind
 from thermo_bridge_server.config import MqttSettings
 from thermo_bridge_server.ingest import Ingest, RateLimitedLog, canonical_config
 from thermo_bridge_server.mqtt import MqttNotConnectedError, MqttTransport
-from thermo_bridge_server.simulator import Simulator, thermostat_config
 from thermo_bridge_server.store import Store, create_store
 from thermo_bridge_server.store.base import CommandStatus, EventType
+from thermo_bridge_sim.devices import encode, simulated_thermostat
+from thermo_bridge_sim.simulator import Simulator
 
 BASE = "thermo_bridge"
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,9 +213,8 @@ async def test_ingests_simulator_traffic(store: Store, servers: Any, simulators:
 
 async def test_removed_device_is_forgotten(store: Store, servers: Any, publisher: MqttTransport) -> None:
     await servers()
-    config = thermostat_config("gone_1", 1)
     topic = device_topic(BASE, "gone_1", MessageKind.CONFIG)
-    await publisher.publish(topic, encode_config(config), 1, True)
+    await publisher.publish(topic, encode(simulated_thermostat("gone_1", 1)), 1, True)
     await _until(lambda: store.get_device("gone_1"), lambda d: d is not None)
     await publisher.publish(topic, b"", 1, True)
     await _until(lambda: store.get_device("gone_1"), lambda d: d is None)
@@ -378,12 +373,11 @@ async def test_command_is_validated_stored_published_and_acked(store: Store, ser
     assert len(sim.commands) == 1
 
 
-async def _manual_thermostat(store: Store, publisher: MqttTransport, device_id: str) -> DeviceConfig:
+async def _manual_thermostat(store: Store, publisher: MqttTransport, device_id: str) -> None:
     """A thermostat we play by hand (it only answers what the test publishes)."""
-    config = thermostat_config(device_id, 1)
-    await publisher.publish(device_topic(BASE, device_id, MessageKind.CONFIG), encode_config(config), 1, True)
+    config = encode(simulated_thermostat(device_id, 1))
+    await publisher.publish(device_topic(BASE, device_id, MessageKind.CONFIG), config, 1, True)
     await _until(lambda: store.get_device(device_id), lambda d: d is not None)
-    return config
 
 
 async def test_command_failed_by_device_and_timed_out(store: Store, servers: Any, publisher: MqttTransport) -> None:
@@ -448,7 +442,7 @@ class PahoDevice:
         self.client.on_publish = self._on_publish
         self.client.connect(broker.host, broker.port, keepalive=10)
         self.client.loop_start()
-        config = encode_config(thermostat_config(device_id, index))
+        config = encode(simulated_thermostat(device_id, index))
         self.client.publish(device_topic(BASE, device_id, MessageKind.CONFIG), config, qos=1, retain=True)
         self.lock = threading.Lock()
 
