@@ -32,15 +32,8 @@ for _path in (str(REPO), str(ADDON)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from thermo_bridge_protocol import (  # noqa: E402
-    DeviceConfig,
-    DeviceKind,
-    HvacMode,
-    Measurement,
-    Setpoint,
-    ThermostatCapabilities,
-    encode_config,
-)
+from thermo_bridge_protocol import DeviceConfig, parse_config  # noqa: E402
+from thermo_bridge_sim import devices  # noqa: E402
 
 BASE = "thermo_bridge"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -52,25 +45,14 @@ def device_id(index: int) -> str:
     return f"bench_t_{index:04d}"
 
 
+def wire_config(index: int) -> devices.WireConfig:
+    """Bench thermostat ``index`` with the two measurements its state reports carry."""
+    return devices.bench_thermostat(device_id(index), index, ("temperature", "humidity"))
+
+
 def device_config(index: int) -> DeviceConfig:
-    """A thermostat with temperature and humidity, as the simulator announces them."""
-    return DeviceConfig(
-        device_id=device_id(index),
-        kind=DeviceKind.THERMOSTAT,
-        name=f"Bench thermostat {index}",
-        measurements=(Measurement("temperature", "°C", 1), Measurement("humidity", "%", 0)),
-        manufacturer="thermo_bridge bench",
-        model="BT-1",
-        sw_version="1.0.0",
-        thermostat=ThermostatCapabilities(
-            hvac_modes=(HvacMode.OFF, HvacMode.HEAT),
-            temperature_unit="°C",
-            setpoint=Setpoint.SINGLE,
-            min_temp=7,
-            max_temp=30,
-            temp_step=0.5,
-        ),
-    )
+    """``wire_config(index)`` as the protocol's model (what the store is given)."""
+    return parse_config(devices.encode(wire_config(index)))
 
 
 _STATE = b'{"temperature":%.1f,"humidity":%d,"hvac_action":"%s","ts":%.3f,"seq":%d}'
@@ -307,9 +289,9 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
-def config_messages(devices: int) -> list[tuple[str, bytes]]:
+def config_messages(count: int) -> list[tuple[str, bytes]]:
     """Every device's retained config."""
-    return [(f"{BASE}/{device_id(i)}/config", encode_config(device_config(i))) for i in range(devices)]
+    return [(f"{BASE}/{device_id(i)}/config", devices.encode(wire_config(i))) for i in range(count)]
 
 
 def state_messages(devices: int, count: int, first_seq: int) -> list[tuple[str, bytes]]:
