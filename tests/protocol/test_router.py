@@ -23,16 +23,11 @@ from thermo_bridge_protocol import (
     parse_command,
 )
 from thermo_bridge_protocol.codec import COMMAND_ID_RE
+from thermo_bridge_sim import devices
 
-THERMOSTAT = {
-    "schema": 1,
-    "id": "t1",
-    "kind": "thermostat",
-    "name": "T1",
-    "measurements": {"temperature": {"unit": "°C"}},
-    "events": ["button_press"],
-    "thermostat": {"hvac_modes": ["off", "heat"], "min_temp": 5, "max_temp": 30},
-}
+THERMOSTAT = devices.thermostat(
+    "t1", name="T1", measurements=devices.measurements("temperature"), events=["button_press"], min_temp=5, max_temp=30
+)
 
 
 def raw(value: object) -> bytes:

@@ -27,25 +27,19 @@ from thermo_bridge_server.store.base import (
 from thermo_bridge_server.store.common import MAX_FUTURE_SKEW
 from thermo_bridge_server.store.retention import DAY, run_retention
 from thermo_bridge_server.store.sqlite import SQLiteStore, split_statements
+from thermo_bridge_sim import devices
 
 T0 = 1_750_000_000.0
 
-SENSOR = {
-    "schema": 1,
-    "id": "sensor_1",
-    "kind": "sensor",
-    "name": "Living room",
-    "measurements": {"temperature": {"unit": "°C"}, "humidity": {"unit": "%"}, "window_open": {}},
-    "events": ["button_press"],
-}
-THERMOSTAT = {
-    "schema": 1,
-    "id": "thermo_1",
-    "kind": "thermostat",
-    "name": "Hall",
-    "measurements": {"temperature": {"unit": "°C"}},
-    "thermostat": {"hvac_modes": ["off", "heat"], "setpoint": "single"},
-}
+SENSOR = devices.sensor(
+    "sensor_1",
+    name="Living room",
+    measurements=devices.measurements("temperature", "humidity", "window_open"),
+    events=["button_press"],
+)
+THERMOSTAT = devices.thermostat(
+    "thermo_1", name="Hall", measurements=devices.measurements("temperature"), setpoint="single"
+)
 
 
 def config(data: dict[str, Any], **changes: Any) -> DeviceConfig:

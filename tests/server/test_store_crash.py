@@ -12,7 +12,6 @@ state is the newest stored update.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sqlite3
@@ -28,17 +27,12 @@ import pytest
 from thermo_bridge_protocol import DeviceEvent, StateUpdate, parse_config
 from thermo_bridge_server.store import create_store
 from thermo_bridge_server.store.base import EventType
+from thermo_bridge_sim import devices
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_750_000_000.0
 DEVICE = "crash_1"
-CONFIG = {
-    "schema": 1,
-    "id": DEVICE,
-    "kind": "sensor",
-    "name": "Crash",
-    "measurements": {"temperature": {"unit": "°C"}, "humidity": {"unit": "%"}},
-}
+CONFIG = devices.sensor(DEVICE, name="Crash", measurements=devices.measurements("temperature", "humidity"))
 WINDOW = 3000  # writes in flight at once: several batches queued behind the one committing
 MIN_ACKED = 4000  # kill only once this many writes were acknowledged
 EVENT_EVERY = 10  # a device event and a dead letter are queued after every 10th update
@@ -63,7 +57,7 @@ def _ack(acked: list[int], seq: int) -> Callable[[asyncio.Future[bool]], None]:
 async def _ingest(url: str) -> None:
     store = create_store(url, retention_days=0, dead_letter_limit=10)
     await store.open()
-    await store.apply_config(parse_config(json.dumps(CONFIG).encode()), T0)
+    await store.apply_config(parse_config(devices.encode(CONFIG)), T0)
     acked: list[int] = []
     out = sys.stdout
     out.write("READY\n")
