@@ -12,8 +12,7 @@ import asyncio
 import dataclasses
 import json
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from aiohttp import web
 
 from tests.broker import Mosquitto
 from tests.server.jwks import JwksServer
+from tests.waiting import wait_for
 from thermo_bridge_server.app import COMPONENTS, Components, create_app
 from thermo_bridge_server.config import ServerConfig, load_config
 from thermo_bridge_server.openapi import build_document
@@ -216,17 +216,6 @@ class ServerStack:
             await self.runner.cleanup()
         await self.jwks.stop()
         await asyncio.to_thread(self.broker.stop)
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float = 10.0, what: str = "condition") -> None:
-    """Poll an async condition (no fixed sleeps in assertions)."""
-    deadline = time.monotonic() + within
-    while True:
-        if await condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- schema checks

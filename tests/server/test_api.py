@@ -21,7 +21,8 @@ import pytest_asyncio
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.server.api_stack import ADMIN, RW, ServerStack, wait_for
+from tests.server.api_stack import ADMIN, RW, ServerStack
+from tests.waiting import wait_for
 from thermo_bridge_server.app import server_version
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -235,7 +236,7 @@ async def test_command_end_to_end_publish_ack_status(stack: ServerStack) -> None
     assert resp.headers["Location"] == f"/api/v1/commands/{command['id']}"
 
     # The simulated device received exactly this command on <base>/<id>/set.
-    await wait_for(lambda: _async(any(c.command_id == command["id"] for _, c in stack.sim.commands)), what="the device")
+    await wait_for(lambda: any(c.command_id == command["id"] for _, c in stack.sim.commands), what="the device")
     received = next((d, c) for d, c in stack.sim.commands if c.command_id == command["id"])
     assert received[0] == T1
     assert received[1].values == {"target_temperature": 23.5}
@@ -254,10 +255,6 @@ async def test_command_end_to_end_publish_ack_status(stack: ServerStack) -> None
         return bool(state.json()["values"].get("target_temperature") == 23.5)
 
     await wait_for(applied, what="the new setpoint in the state")
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 @pytest.mark.parametrize(
@@ -735,4 +732,4 @@ async def test_health_reports_broker_outage_and_recovery(small_stack: ServerStac
     async def healthy() -> bool:
         return (await small_stack.api.call("GET", "/health")).status == 200
 
-    await wait_for(healthy, within=40, what="the transport to reconnect")
+    await wait_for(healthy, timeout=40, what="the transport to reconnect")
