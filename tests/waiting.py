@@ -28,7 +28,7 @@ def _timed_out(timeout: float, what: What) -> AssertionError:
 # (what ASYNC109 would have us use asyncio.timeout for).
 @overload
 async def wait_for[T](
-    condition: Callable[[], Awaitable[T]],
+    condition: Callable[[], Awaitable[T | None]],
     *,
     timeout: float = ...,  # noqa: ASYNC109
     what: What = ...,
@@ -38,7 +38,7 @@ async def wait_for[T](
 
 @overload
 async def wait_for[T](
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float = ...,  # noqa: ASYNC109
     what: What = ...,
@@ -54,6 +54,8 @@ async def wait_for(
     interval: float = 0.01,
 ) -> object:
     """Poll ``condition`` (sync or async) on the running loop until it returns something truthy; return that.
+
+    ``None`` is never returned, so a condition that returns a value or None gives the value.
 
     Raises AssertionError naming ``what`` once ``timeout`` seconds have passed.
     """
@@ -71,7 +73,7 @@ async def wait_for(
 
 
 def wait_until[T](
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float = DEFAULT_TIMEOUT,
     what: What = "the condition",

@@ -60,12 +60,13 @@ async def broker_hass(
     # HA's MQTT batches SUBSCRIBEs after a short cooldown: a probe proves ours reached the
     # broker before the simulator announces (its first full state report is not retained).
     bridge = entry.runtime_data
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not bridge.rejected_total:
-        assert loop.time() < deadline, "our subscriptions never became active"
-        await mqtt.async_publish(hass, "thermo_bridge/probe/state", "probe")
-        await asyncio.sleep(0.1)
+
+    async def subscribed() -> bool:
+        if not bridge.rejected_total:
+            await mqtt.async_publish(hass, "thermo_bridge/probe/state", "probe")
+        return bridge.rejected_total > 0
+
+    await wait_for(subscribed, timeout=WAIT, interval=0.1, what="our subscriptions to become active")
     yield hass
     # Unload while the broker is still up (ours first, then HA's MQTT, which disconnects cleanly).
     for config_entry in (entry, mqtt_entry):

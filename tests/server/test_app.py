@@ -196,15 +196,18 @@ async def browse_for_port(port: int) -> dict[str, str | None]:
             names.add(name)
 
     browser = AsyncServiceBrowser(zc.zeroconf, [SERVICE_TYPE], handlers=[on_change])
+
+    async def ours() -> dict[str, str | None] | None:
+        for name in list(names):
+            info = AsyncServiceInfo(SERVICE_TYPE, name)
+            if await info.async_request(zc.zeroconf, 1000) and info.port == port:
+                return dict(info.decoded_properties)
+        return None
+
     try:
-        deadline = asyncio.get_running_loop().time() + 15
-        while asyncio.get_running_loop().time() < deadline:
-            for name in list(names):
-                info = AsyncServiceInfo(SERVICE_TYPE, name)
-                if await info.async_request(zc.zeroconf, 1000) and info.port == port:
-                    return dict(info.decoded_properties)
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"no zeroconf instance on port {port} (saw {sorted(names)})")
+        return await wait_for(
+            ours, timeout=15, interval=0.1, what=lambda: f"a zeroconf instance on port {port} (saw {sorted(names)})"
+        )
     finally:
         await browser.async_cancel()
         await zc.async_close()

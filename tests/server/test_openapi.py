@@ -18,7 +18,7 @@ import pytest_asyncio
 from aiohttp import web
 
 import thermo_bridge_server
-from tests.server.api_stack import ADMIN, ServerStack, resolve
+from tests.server.api_stack import ADMIN, DocumentSchemas, ServerStack, pointer_to, resolve
 from thermo_bridge_server.api import routes as api_routes
 from thermo_bridge_server.openapi import build_document
 
@@ -78,6 +78,25 @@ def test_document_is_valid_openapi_structure() -> None:
                 response = resolve(DOCUMENT, raw)
                 if int(status) >= 400 and path != "/health":  # /health answers 503 with its own body
                     assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
+def test_response_validation_follows_references_and_rejects_what_the_document_forbids() -> None:
+    """``ApiClient.check_documented`` would prove nothing if validation passed everything."""
+    schemas = DocumentSchemas(DOCUMENT)
+    devices_ok = pointer_to(
+        "paths", "/api/v1/devices", "get", "responses", "200", "content", "application/json", "schema"
+    )
+    assert schemas.errors({"devices": []}, devices_ok) == []
+    assert schemas.errors({"devices": [{"id": 1}]}, devices_ok)  # through $ref to DeviceList and on to Device
+    error = "/components/responses/NotFound" + pointer_to("content", "application/json", "schema")
+    good = {"error": {"status": 404, "code": "not_found", "message": "no such device"}}
+    assert schemas.errors(good, error) == []
+    assert schemas.errors({**good, "extra": 1}, error) == [
+        "/: Additional properties are not allowed ('extra' was unexpected)"
+    ]
+    assert schemas.errors({"error": {**good["error"], "status": "404"}}, error) == [
+        "/error/status: '404' is not of type 'integer'"
+    ]
 
 
 def test_committed_document_is_current() -> None:

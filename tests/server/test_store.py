@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import wait_for
 from thermo_bridge_protocol import DeviceConfig, DeviceEvent, StateUpdate, parse_config
 from thermo_bridge_server.store import StoreClosedError, StoreUrlError, common, create_store
 from thermo_bridge_server.store import postgres as postgres_module
@@ -634,10 +635,11 @@ async def test_retention_task_purges_in_the_background(store: Store) -> None:
     await store.apply_state("sensor_1", StateUpdate({"temperature": 11.0}), T0 + 3 * DAY)
     task = asyncio.create_task(run_retention(store, 2, 0.01, now=lambda: T0 + 3 * DAY + 1))
     try:
-        for _ in range(200):
-            if len(await store.history("sensor_1", 0, T0 + 4 * DAY)) == 1:
-                break
-            await asyncio.sleep(0.01)
+
+        async def purged() -> bool:
+            return len(await store.history("sensor_1", 0, T0 + 4 * DAY)) == 1
+
+        await wait_for(purged, what="the background purge")
         assert [p.value for p in await store.history("sensor_1", 0, T0 + 4 * DAY)] == [11.0]
     finally:
         task.cancel()

@@ -12,6 +12,7 @@ state is the newest stored update.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import wait_for
 from thermo_bridge_protocol import DeviceEvent, StateUpdate, parse_config
 from thermo_bridge_server.store import create_store
 from thermo_bridge_server.store.base import EventType
@@ -186,15 +188,17 @@ async def test_postgres_survives_kill_9(pg_dsn: str) -> None:
     acked = await asyncio.to_thread(run_and_kill, pg_dsn)
     conn = await asyncpg.connect(pg_dsn)
     try:
-        # The killed child's session goes away with its socket; nothing of it may still be running.
-        for _ in range(100):
+        # The killed child's session goes away with its socket: give the server a moment to notice
+        # before reading (what it committed is the same either way).
+        async def quiet() -> bool:
             busy = await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()"
                 " AND state <> 'idle' AND query LIKE '%state_%'"
             )
-            if not busy:
-                break
-            await asyncio.sleep(0.05)
+            return not busy
+
+        with contextlib.suppress(AssertionError):
+            await wait_for(quiet, timeout=5, interval=0.05, what="the killed child's session to end")
         raw = [tuple(row) for row in await conn.fetch(RAW_SQL.format(t0=T0).replace("INTEGER", "bigint"))]
     finally:
         await conn.close()
