@@ -51,8 +51,11 @@ PRECISION: Mapping[str, int] = {
 }
 """The display precision a real device would usually declare for each numeric measurement."""
 
-_DEVICE_KEYS = ("manufacturer", "model", "sw_version", "suggested_area", "events", "expire_after")
-_THERMOSTAT_KEYS = (
+# The protocol's optional config keys, in the order its encoder writes them (tests/protocol/test_devices.py
+# checks these lists against the parser's, which this module cannot import).
+DEVICE_KEYS = ("manufacturer", "model", "sw_version", "suggested_area", "events", "expire_after")
+"""Optional top-level keys: ``measurements`` goes between the first four and the last two."""
+THERMOSTAT_KEYS = (
     "temperature_unit",
     "setpoint",
     "min_temp",
@@ -63,6 +66,7 @@ _THERMOSTAT_KEYS = (
     "swing_modes",
     "humidity",
 )
+"""Optional keys of the ``thermostat`` block, after ``hvac_modes``."""
 
 
 def measurement(unit: str | None = None, precision: int | None = None) -> dict[str, Any]:
@@ -94,7 +98,7 @@ def _config(
     fields: Mapping[str, object],
     thermostat: Mapping[str, Any] | None = None,
 ) -> WireConfig:
-    unknown = set(fields) - set(_DEVICE_KEYS) - {"schema"}
+    unknown = set(fields) - set(DEVICE_KEYS) - {"schema"}
     if unknown:
         raise TypeError(f"not a config key: {', '.join(sorted(unknown))}")
     config: WireConfig = {
@@ -103,12 +107,12 @@ def _config(
         "kind": kind,
         "name": device_id if name is None else name,
     }
-    for key in _DEVICE_KEYS[:4]:
+    for key in DEVICE_KEYS[:4]:
         if key in fields:
             config[key] = fields[key]
     if device_measurements is not None:
         config["measurements"] = _json_ready(dict(device_measurements))
-    for key in _DEVICE_KEYS[4:]:
+    for key in DEVICE_KEYS[4:]:
         if key in fields:
             config[key] = _json_ready(fields[key])
     if thermostat is not None:
@@ -147,10 +151,10 @@ def thermostat(
     ``presets``, ``fan_modes``, ``swing_modes``, ``humidity`` (``humidity_range(...)``).
     """
     block: dict[str, Any] = {"hvac_modes": list(hvac_modes)}
-    for key in _THERMOSTAT_KEYS:
+    for key in THERMOSTAT_KEYS:
         if key in fields:
             block[key] = _json_ready(fields[key])
-    device_fields = {key: value for key, value in fields.items() if key not in _THERMOSTAT_KEYS}
+    device_fields = {key: value for key, value in fields.items() if key not in THERMOSTAT_KEYS}
     return _config(
         device_id, "thermostat", name=name, device_measurements=measurements, fields=device_fields, thermostat=block
     )

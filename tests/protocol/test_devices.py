@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from thermo_bridge_protocol import DeviceKind, HvacMode, Setpoint, encode_config, parse_config
+from thermo_bridge_protocol import MEASUREMENT_TYPES, DeviceKind, HvacMode, Setpoint, encode_config, parse_config
+from thermo_bridge_protocol.codec import _CONFIG_KEYS, _THERMOSTAT_KEYS
 from thermo_bridge_sim import devices
 
 
@@ -67,6 +68,15 @@ def test_only_what_is_given_is_written() -> None:
         devices.sensor("s1", colour="red")
     with pytest.raises(TypeError, match="not a config key: min_temp"):
         devices.sensor("s1", min_temp=5)  # a thermostat key on a sensor
+
+
+def test_the_factories_know_the_keys_the_parser_knows() -> None:
+    """devices.py cannot import the protocol, so it lists the keys itself; this keeps both lists the same."""
+    assert {"schema", "id", "kind", "name", "measurements", "thermostat", *devices.DEVICE_KEYS} == _CONFIG_KEYS
+    assert {"hvac_modes", *devices.THERMOSTAT_KEYS} == _THERMOSTAT_KEYS
+    assert set(devices.UNITS) | {"window_open", "low_battery", "fault"} == set(MEASUREMENT_TYPES)
+    for key, unit in devices.UNITS.items():
+        assert unit in MEASUREMENT_TYPES[key].units, key
 
 
 def test_a_config_is_a_fresh_copy_of_its_inputs() -> None:

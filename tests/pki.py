@@ -1,4 +1,4 @@
-"""Certificates for the MQTT transport tests: a private CA, a server and a client certificate."""
+"""Throw-away certificates for TLS tests: a private CA, a server and a client certificate (PEM files)."""
 
 from __future__ import annotations
 
