@@ -32,6 +32,8 @@ for _path in (str(REPO), str(ADDON)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from _machine import cpu_model, git_head, mosquitto_version, ram  # noqa: E402
+
 from thermo_bridge_protocol import DeviceConfig, parse_config  # noqa: E402
 from thermo_bridge_sim import devices  # noqa: E402
 
@@ -235,52 +237,27 @@ async def count_pg(dsn: str, schema: str) -> dict[str, int]:
 
 def machine() -> dict[str, str]:
     """What the figures were measured on."""
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-                break
-    mosq = "unknown"
-    with contextlib.suppress(Exception):
-        from tests.broker import find_mosquitto  # noqa: PLC0415
-
-        out = subprocess.run([find_mosquitto(), "-h"], capture_output=True, text=True, timeout=5, check=False)
-        mosq = (out.stdout or out.stderr).splitlines()[0].strip()
     pg = "unknown"
     with contextlib.suppress(Exception):
         out = subprocess.run(
             ["psql", pg_dsn(), "-Atc", "SHOW server_version"], capture_output=True, text=True, timeout=5, check=False
         )
         pg = out.stdout.strip() or "unknown"
-    code = "unknown"
-    with contextlib.suppress(Exception):
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "addon"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        code = f"{head}{' + uncommitted changes under addon/' if dirty else ''}"
-        if ADDON != REPO / "addon":
-            code += f" (server and protocol imported from {ADDON})"
+    head, dirty = git_head("addon")
+    code = f"{head}{' + uncommitted changes under addon/' if dirty else ''}"
+    if ADDON != REPO / "addon":
+        code += f" (server and protocol imported from {ADDON})"
     return {
         "code (git)": code,
         "cpus (nproc)": str(os.cpu_count()),
-        "cpu": cpu,
-        "ram": mem,
+        "cpu": cpu_model(),
+        "ram": ram(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "paho-mqtt": importlib.metadata.version("paho-mqtt"),
         "asyncpg": importlib.metadata.version("asyncpg"),
         "sqlite": sqlite3.sqlite_version,
-        "broker": mosq,
+        "broker": mosquitto_version(),
         "postgresql": pg,
     }
 
