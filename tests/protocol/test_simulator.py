@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,22 +142,30 @@ async def reader(mosquitto: Mosquitto) -> AsyncIterator[tuple[DeviceRouter, Coll
     transport.close()
 
 
+StartSim = Callable[..., Awaitable[Simulator]]
+
+
 @pytest.fixture
-def sims() -> Iterator[list[Simulator]]:
-    """Simulators a test starts; stopped afterwards even when the test fails."""
+async def start_sim(mosquitto: Mosquitto) -> AsyncIterator[StartSim]:
+    """Start a simulator on the private broker (keyword arguments as ``Simulator``'s); all are stopped afterwards."""
     started: list[Simulator] = []
-    yield started
+
+    async def start(**kwargs: Any) -> Simulator:
+        sim = Simulator(mosquitto.host, mosquitto.port, **kwargs)
+        started.append(sim)
+        await asyncio.to_thread(sim.start)
+        return sim
+
+    yield start
     for sim in started:
-        sim.stop()
+        await asyncio.to_thread(sim.stop)
 
 
 async def test_simulated_devices_announce_and_report_through_the_broker(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], sims: list[Simulator]
+    reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     router, seen, _ = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=2, sensors=2, seed=3)
-    sims.append(sim)
-    await asyncio.to_thread(sim.start)
+    sim = await start_sim(thermostats=2, sensors=2, seed=3)
     ids = {"sim_thermostat_1", "sim_thermostat_2", "sim_sensor_1", "sim_sensor_2"}
     assert set(sim.devices) == ids
     await wait_for(lambda: len(seen.states) >= 4 and len(seen.availability) >= 4, what="announcements")
@@ -207,12 +215,10 @@ async def test_simulated_devices_announce_and_report_through_the_broker(
 
 
 async def test_commands_are_applied_then_acked(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], sims: list[Simulator]
+    reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     router, seen, transport = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=4)
-    sims.append(sim)
-    await asyncio.to_thread(sim.start)
+    sim = await start_sim(thermostats=1, sensors=1, seed=4)
     await wait_for(lambda: len(seen.states) >= 2, what="initial states")
 
     command = router.build_command("sim_thermostat_1", {"hvac_mode": "cool", "target_temperature": 23.5})
@@ -268,11 +274,10 @@ async def test_commands_are_applied_then_acked(
 
 
 async def test_last_will_marks_devices_offline_when_the_connection_dies(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport]
+    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     _, seen, _ = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=2, seed=5)
-    await asyncio.to_thread(sim.start)
+    sim = await start_sim(thermostats=1, sensors=2, seed=5)
     await wait_for(lambda: len(seen.availability) >= 3, what="online")
     assert all(online for _, online in seen.availability)
 
@@ -294,11 +299,10 @@ async def test_last_will_marks_devices_offline_when_the_connection_dies(
 
 
 async def test_clear_removes_the_retained_announcements(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport]
+    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     router, seen, _ = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=6)
-    await asyncio.to_thread(sim.start)
+    sim = await start_sim(thermostats=1, sensors=1, seed=6)
     await wait_for(lambda: len(seen.configs) == 2, what="configs")
     await asyncio.to_thread(sim.clear)
     await wait_for(lambda: len(seen.removed) == 2, what="removal")
@@ -319,11 +323,10 @@ async def test_clear_removes_the_retained_announcements(
 
 
 async def test_load_mode_reports_are_valid_ordered_and_all_delivered(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport]
+    reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     _, seen, _ = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=3, sensors=3, rate=400.0, seed=7)
-    await asyncio.to_thread(sim.start)
+    sim = await start_sim(thermostats=3, sensors=3, rate=400.0, seed=7)
     await wait_for(lambda: sim.sent >= 200, what="load")
     await asyncio.to_thread(sim.stop)
     await wait_for(lambda: len(seen.states) >= sim.sent, what="every state delivered (QoS 1)")
@@ -336,16 +339,12 @@ async def test_load_mode_reports_are_valid_ordered_and_all_delivered(
     assert sim.achieved_rate() > 0
 
 
-async def test_custom_base_topic_and_prefix(mosquitto: Mosquitto, sims: list[Simulator]) -> None:
+async def test_custom_base_topic_and_prefix(mosquitto: Mosquitto, start_sim: StartSim) -> None:
     seen = Collector()
     transport = PahoTransport(mosquitto)
     try:
         await DeviceRouter("site/a", transport.subscribe, transport.publish, seen).async_start()
-        sim = Simulator(
-            mosquitto.host, mosquitto.port, base_topic="/site/a/", thermostats=0, sensors=1, id_prefix="x", qos=0
-        )
-        sims.append(sim)
-        await asyncio.to_thread(sim.start)
+        await start_sim(base_topic="/site/a/", thermostats=0, sensors=1, id_prefix="x", qos=0)
         await wait_for(lambda: seen.states, what="state under the custom base")
         assert list(seen.configs) == ["x_sensor_1"]
     finally:
@@ -353,12 +352,10 @@ async def test_custom_base_topic_and_prefix(mosquitto: Mosquitto, sims: list[Sim
 
 
 async def test_devices_reconnect_and_reannounce_after_a_broker_restart(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], sims: list[Simulator]
+    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     router, seen, transport = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=8)
-    sims.append(sim)
-    await asyncio.to_thread(sim.start)
+    sim = await start_sim(thermostats=1, sensors=1, seed=8)
     await wait_for(lambda: len(seen.states) >= 2, what="initial states")
     transport.close()  # the reader's own paho client does not reconnect by itself in this test
 
@@ -382,9 +379,8 @@ async def test_devices_reconnect_and_reannounce_after_a_broker_restart(
 
 
 async def test_natural_cadence_reports_and_events(
-    mosquitto: Mosquitto,
     reader: tuple[DeviceRouter, Collector, PahoTransport],
-    sims: list[Simulator],
+    start_sim: StartSim,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without a rate, devices report every few seconds and emit occasional events (sped up here)."""
@@ -392,9 +388,7 @@ async def test_natural_cadence_reports_and_events(
     monkeypatch.setattr("thermo_bridge_sim.simulator.REPORT_INTERVAL", 0.1)
     monkeypatch.setattr("thermo_bridge_sim.simulator.EVENT_PROBABILITY", 2.0)
     _, seen, _ = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=9)
-    sims.append(sim)
-    await asyncio.to_thread(sim.start)
+    sim = await start_sim(thermostats=1, sensors=1, seed=9)
     await wait_for(lambda: all(len(seen.states_of(d)) >= 4 for d in sim.devices), what="periodic reports")
     await wait_for(lambda: {d for d, _ in seen.events} == set(sim.devices), what="spontaneous events")
     assert seen.rejected == []
