@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import Mosquitto, find_mosquitto, free_port
 from tests.pki import make_pki
+from tests.simulators import StartSim, simulators
 from tests.waiting import wait_for, wait_until
 from thermo_bridge_protocol import (
     Ack,
@@ -142,23 +143,10 @@ async def reader(mosquitto: Mosquitto) -> AsyncIterator[tuple[DeviceRouter, Coll
     transport.close()
 
 
-StartSim = Callable[..., Awaitable[Simulator]]
-
-
 @pytest.fixture
 async def start_sim(mosquitto: Mosquitto) -> AsyncIterator[StartSim]:
-    """Start a simulator on the private broker (keyword arguments as ``Simulator``'s); all are stopped afterwards."""
-    started: list[Simulator] = []
-
-    async def start(**kwargs: Any) -> Simulator:
-        sim = Simulator(mosquitto.host, mosquitto.port, **kwargs)
-        started.append(sim)
-        await asyncio.to_thread(sim.start)
-        return sim
-
-    yield start
-    for sim in started:
-        await asyncio.to_thread(sim.stop)
+    async with simulators(mosquitto) as start:
+        yield start
 
 
 async def test_simulated_devices_announce_and_report_through_the_broker(

@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import Mosquitto
 from tests.server.conftest import pg_base_dsn, with_search_path
+from tests.simulators import StartSim, simulators
 from tests.waiting import wait_for
 from thermo_bridge_protocol import ProtocolError, device_topic
 from thermo_bridge_protocol.models import MessageKind
@@ -117,20 +118,10 @@ async def publisher(mosquitto: Mosquitto) -> AsyncIterator[MqttTransport]:
     await transport.disconnect()
 
 
-@pytest.fixture
-async def simulators(mosquitto: Mosquitto) -> AsyncIterator[Callable[..., Awaitable[Simulator]]]:
-    made: list[Simulator] = []
-
-    async def start(**kw: Any) -> Simulator:
-        kw.setdefault("seed", 7)
-        sim = Simulator(mosquitto.host, mosquitto.port, base_topic=BASE, **kw)
-        made.append(sim)
-        await asyncio.to_thread(sim.start)
-        return sim
-
-    yield start
-    for sim in made:
-        await asyncio.to_thread(sim.stop)
+@pytest.fixture(name="simulators")
+async def simulators_fixture(mosquitto: Mosquitto) -> AsyncIterator[StartSim]:
+    async with simulators(mosquitto, base_topic=BASE, seed=7) as start:
+        yield start
 
 
 async def stored_seqs(store: Store) -> dict[str, list[int]]:
