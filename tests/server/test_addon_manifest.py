@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tomllib
 from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
@@ -75,3 +76,18 @@ def test_dockerfile_copies_both_packages_pyproject_declares() -> None:
     assert (ROOT / "addon" / "thermo_bridge_protocol").resolve() == (
         ROOT / "custom_components" / "thermo_bridge" / "protocol"
     ).resolve()
+
+
+def test_the_add_on_image_gets_no_developer_tools() -> None:
+    """The simulator and the device-config factories (devtools/) are for development only."""
+    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip()]
+    assert ignore[0] == "*"  # the build context is only what is admitted by name
+    admitted = [line.removeprefix("!") for line in ignore if line.startswith("!")]
+    assert admitted
+    assert not any(path.startswith("devtools") for path in admitted)
+    assert "devtools" not in (ROOT / "Dockerfile").read_text()
+    assert not list((ROOT / "addon").rglob("simulator.py"))
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "thermo-bridge-sim" not in scripts
+    devtools = tomllib.loads((ROOT / "devtools" / "pyproject.toml").read_text())["project"]
+    assert devtools["scripts"]["thermo-bridge-sim"] == "thermo_bridge_sim.simulator:main"
