@@ -41,6 +41,7 @@ from thermo_bridge_protocol import (
     parse_state,
 )
 from thermo_bridge_protocol.codec import MAX_DEPTH
+from thermo_bridge_sim import devices
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "protocol"
 KINDS = ("config", "state", "availability", "set", "ack", "event")
@@ -449,9 +450,7 @@ def test_fuzz_byte_mutations_and_random_bytes_only_raise_protocol_error() -> Non
 
 def test_too_many_names_are_out_of_range() -> None:
     events = [f"e{i}" for i in range(65)]
-    config: dict[str, object] = {"schema": 1, "id": "a", "kind": "sensor", "name": "A", "measurements": {"co2": {}}}
-    config["measurements"] = {"co2": {"unit": "ppm"}}
-    config["events"] = events
+    config = devices.sensor("a", name="A", measurements=devices.measurements("co2"), events=events)
     with pytest.raises(ProtocolError) as info:
         parse_config(json.dumps(config).encode())
     assert info.value.reason is Reason.OUT_OF_RANGE
