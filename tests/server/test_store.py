@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from thermo_bridge_protocol import DeviceConfig, DeviceEvent, StateUpdate, parse_config
-from thermo_bridge_server.store import StoreClosedError, StoreUrlError, common, create_store
+from thermo_bridge_server.store import StoreClosedError, StoreUrlError, create_store
+from thermo_bridge_server.store import rows as store_rows
 from thermo_bridge_server.store import postgres as postgres_module
 from thermo_bridge_server.store import sqlite as sqlite_module
 from thermo_bridge_server.store.base import (
@@ -24,7 +25,7 @@ from thermo_bridge_server.store.base import (
     EventType,
     Store,
 )
-from thermo_bridge_server.store.common import MAX_FUTURE_SKEW
+from thermo_bridge_server.store.rows import MAX_FUTURE_SKEW
 from thermo_bridge_server.store.retention import DAY, run_retention
 from thermo_bridge_server.store.sqlite import SQLiteStore, split_statements
 
@@ -136,7 +137,7 @@ async def test_new_migration_applied_once_on_reopen(
     await first.close()
     backend = "sqlite" if store_url.startswith("sqlite") else "postgres"
     module = sqlite_module if backend == "sqlite" else postgres_module
-    shipped = common.migrations(backend)
+    shipped = store_rows.migrations(backend)
     upgrade = [*shipped, (2, "notes", "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);")]
     monkeypatch.setattr(module, "migrations", lambda _backend: upgrade)
     await open_store()
@@ -154,7 +155,7 @@ async def test_failing_migration_changes_nothing(
     backend = "sqlite" if store_url.startswith("sqlite") else "postgres"
     module = sqlite_module if backend == "sqlite" else postgres_module
     broken = (2, "broken", "CREATE TABLE half (id INTEGER);\nTHIS IS NOT SQL;")
-    monkeypatch.setattr(module, "migrations", lambda _backend: [*common.migrations(backend), broken])
+    monkeypatch.setattr(module, "migrations", lambda _backend: [*store_rows.migrations(backend), broken])
     with pytest.raises(Exception):  # noqa: B017, PT011 - the backend's own syntax error
         await open_store()
     assert await raw_fetch(store_url, "SELECT max(version) FROM schema_version") == [(1,)]
@@ -168,9 +169,9 @@ async def test_failing_migration_changes_nothing(
 
 def test_shipped_migrations_are_numbered_and_split_cleanly() -> None:
     for backend in ("sqlite", "postgres"):
-        found = common.migrations(backend)
+        found = store_rows.migrations(backend)
         assert [version for version, _, _ in found] == list(range(1, len(found) + 1))
-    statements = split_statements(common.migrations("sqlite")[0][2])
+    statements = split_statements(store_rows.migrations("sqlite")[0][2])
     assert all(sqlite3.complete_statement(statement) for statement in statements)
     assert any("CREATE TABLE events" in statement for statement in statements)
     with pytest.raises(ValueError, match="incomplete"):

@@ -158,7 +158,7 @@ class Store(ABC):
         Idempotent: when the update carries ``seq`` and/or ``ts``, (device_id, seq, ts, payload
         digest) is its key and a second update with the same key changes nothing and resolves to
         False. The digest keeps two different reports that share (seq, ts), e.g. after a device's
-        counter reset on reboot; without seq and ts there is no dedupe (store/common.py).
+        counter reset on reboot; without seq and ts there is no dedupe (``rows.dedupe_key``).
         """
 
     @abstractmethod
