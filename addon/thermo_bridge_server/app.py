@@ -23,15 +23,18 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .api import API_PREFIX, ApiSettings, api_middlewares, setup_api
-from .auth import Authenticator, auth_middleware
+from .access import AccessPolicy, Permissions
+from .auth import Authenticator
+from .auth.bearer import auth_middleware
+from .auth.devauth import DevIssuer
 from .config import ServerConfig
-from .devauth import DevIssuer
 from .discovery import Advertiser
+from .http import API_PREFIX, HttpContext, HttpSettings, middlewares, setup_http
+from .http.openapi import build_document
 from .ingest import Ingest
 from .metrics import HttpCounters, Metrics
 from .mqtt import MqttTransport
-from .openapi import build_document
+from .ratelimit import RateLimiter
 from .store import create_store
 from .store.base import Store
 from .store.retention import run_retention
@@ -132,30 +135,35 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         dev_issuer=dev_issuer,
     )
     app = web.Application(
-        middlewares=api_middlewares(auth_middleware(authenticator, protected_prefix=API_PREFIX)),
+        middlewares=middlewares(auth_middleware(authenticator, protected_prefix=API_PREFIX)),
         client_max_size=config.max_body_bytes,
     )
     app[COMPONENTS] = components
     version = server_version()
     document = build_document(version)
-    setup_api(
+    permissions = Permissions(
+        read=auth_settings.read_permission,
+        write=auth_settings.write_permission,
+        admin=auth_settings.admin_permission,
+    )
+    setup_http(
         app,
-        store=store,
-        sender=ingest,
-        broker=transport,
-        settings=ApiSettings(
-            version=version,
-            base_topic=config.mqtt.base_topic,
-            default_home=config.default_home,
-            read_permission=auth_settings.read_permission,
-            write_permission=auth_settings.write_permission,
-            admin_permission=auth_settings.admin_permission,
-            max_body_bytes=config.max_body_bytes,
-            cors_origins=config.cors_origins,
-            rate_limit_per_minute=config.rate_limit_per_minute,
+        HttpContext(
+            store=store,
+            access=AccessPolicy(store, permissions),
+            sender=ingest,
+            broker=transport,
+            settings=HttpSettings(
+                version=version,
+                permissions=permissions,
+                max_body_bytes=config.max_body_bytes,
+                cors_origins=config.cors_origins,
+                rate_limit_per_minute=config.rate_limit_per_minute,
+            ),
+            metrics=metrics,
+            openapi=lambda: document,
+            rate_limiter=RateLimiter(config.rate_limit_per_minute),
         ),
-        metrics=metrics,
-        openapi=lambda: document,
     )
     if dev_issuer is not None:
         app.router.add_routes(dev_issuer.routes())

@@ -1,4 +1,4 @@
-"""The one error shape every HTTP (and later WebSocket) error uses.
+"""The one error shape of every API answer: REST renders it as the body, the WebSocket as a result's error.
 
 Body: ``{"error": {"status": 401, "code": "invalid_token", "message": "...", "details": {...}}}``.
 ``code`` is stable and machine-readable; ``message`` is for humans; ``details`` is optional.

@@ -24,7 +24,7 @@ from tests.broker import Mosquitto
 from tests.server.jwks import JwksServer
 from thermo_bridge_server.app import COMPONENTS, Components, create_app
 from thermo_bridge_server.config import ServerConfig, load_config
-from thermo_bridge_server.openapi import build_document
+from thermo_bridge_server.http.openapi import build_document
 from thermo_bridge_server.simulator import Simulator
 
 ADMIN = ("read:devices", "write:devices", "admin")

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from thermo_bridge_server.auth import AuthSettings
-from thermo_bridge_server.devauth import auth0_jwk, auth0_openid_configuration
+from thermo_bridge_server.auth.devauth import auth0_jwk, auth0_openid_configuration
 
 DEFAULT_AUDIENCE = "https://api.thermo-bridge.test"
 HOMES_CLAIM = "https://thermo-bridge.dev/homes"

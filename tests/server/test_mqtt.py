@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.broker import Mosquitto, free_port
 from tests.server.mqtt_helpers import make_pki, wait_for
 from thermo_bridge_server.config import MqttSettings
-from thermo_bridge_server.mqtt import (
+from thermo_bridge_server.mqtt.transport import (
     _NO_PROPERTIES,
     MqttAuthError,
     MqttNotConnectedError,

@@ -14,8 +14,8 @@ import pytest
 
 from thermo_bridge_protocol import DeviceConfig, DeviceEvent, StateUpdate, parse_config
 from thermo_bridge_server.store import StoreClosedError, StoreUrlError, create_store
-from thermo_bridge_server.store import rows as store_rows
 from thermo_bridge_server.store import postgres as postgres_module
+from thermo_bridge_server.store import rows as store_rows
 from thermo_bridge_server.store import sqlite as sqlite_module
 from thermo_bridge_server.store.base import (
     DEAD_LETTER_PAYLOAD_BYTES,
@@ -25,8 +25,8 @@ from thermo_bridge_server.store.base import (
     EventType,
     Store,
 )
-from thermo_bridge_server.store.rows import MAX_FUTURE_SKEW
 from thermo_bridge_server.store.retention import DAY, run_retention
+from thermo_bridge_server.store.rows import MAX_FUTURE_SKEW
 from thermo_bridge_server.store.sqlite import SQLiteStore, split_statements
 
 T0 = 1_750_000_000.0

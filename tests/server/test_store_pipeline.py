@@ -19,8 +19,8 @@ from thermo_bridge_protocol import StateUpdate, parse_config
 from thermo_bridge_server.store import create_store
 from thermo_bridge_server.store import postgres as postgres_module
 from thermo_bridge_server.store.base import EventType
-from thermo_bridge_server.store.rows import BATCH_CAP
 from thermo_bridge_server.store.postgres import PostgresStore
+from thermo_bridge_server.store.rows import BATCH_CAP
 
 T0 = 1_750_000_000.0
 SENSOR = {

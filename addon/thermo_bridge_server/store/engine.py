@@ -529,8 +529,7 @@ class BatchingStore(Store):
     @override
     async def pending_commands(self, older_than: float) -> list[CommandRecord]:
         rows = await self._fetch(
-            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE status = 'pending' AND created_at < ?"
-            " ORDER BY created_at",
+            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE status = 'pending' AND created_at < ? ORDER BY created_at",
             (older_than,),
         )
         return [command_from_row(row) for row in rows]

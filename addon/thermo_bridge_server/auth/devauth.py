@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from .auth import Authenticator, AuthSettings
+from .tokens import Authenticator, AuthSettings
 
 _LOGGER = logging.getLogger(__name__)
 
