@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple, override
+from typing import Any, ClassVar, NamedTuple, TypedDict, override
 
 from thermo_bridge_protocol import DeviceConfig, DeviceEvent, StateUpdate
 
@@ -365,6 +365,14 @@ class WriterStats:
 # --------------------------------------------------------------------------- the store
 
 
+class StoreOptions(TypedDict, total=False):
+    """What every backend takes besides its location."""
+
+    retention_days: float
+    dead_letter_limit: int
+    default_home: str
+
+
 class BatchingStore(Store):
     """The write methods, reads and stats; a dialect provides the writer, SQL access and its few differences."""
 
@@ -374,7 +382,9 @@ class BatchingStore(Store):
     BUCKET: ClassVar[str]
     """The dialect's ``floor(ts / ?)`` as an integer."""
 
-    def __init__(self, *, retention_days: float, dead_letter_limit: int, default_home: str = DEFAULT_HOME) -> None:
+    def __init__(
+        self, *, retention_days: float = 30, dead_letter_limit: int = 1000, default_home: str = DEFAULT_HOME
+    ) -> None:
         self.retention_days = retention_days
         self.dead_letter_limit = dead_letter_limit
         self.default_home = default_home
@@ -396,6 +406,10 @@ class BatchingStore(Store):
     @abstractmethod
     def _queue_depth(self) -> int:
         """Operations waiting for the writer."""
+
+    def _and_any(self, column: str, values: Collection[str] | None, params: list[Any]) -> str:
+        """`` AND column in values`` (nothing matches an empty collection), or "" for None (no filter)."""
+        return "" if values is None else " AND " + self._any(column, list(values), params)
 
     async def _fetchone(self, sql: str, params: Sequence[Any]) -> Sequence[Any] | None:
         rows = await self._fetch(sql, params)
@@ -461,17 +475,13 @@ class BatchingStore(Store):
         online: bool | None = None,
         home: str | None = None,
     ) -> list[DeviceRecord]:
-        where: list[str] = []
         params: list[Any] = []
-        if homes is not None:
-            if not homes:
-                return []
-            where.append(self._any("d.home", list(homes), params))
+        where = self._and_any("d.home", homes, params)
         for condition, value in (("d.kind = ?", kind), ("a.online = ?", online), ("d.home = ?", home)):
             if value is not None:
-                where.append(condition)
+                where += f" AND {condition}"
                 params.append(value)
-        sql = self._DEVICES + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY d.device_id"
+        sql = f"{self._DEVICES} WHERE TRUE{where} ORDER BY d.device_id"
         return [device_from_row(row) for row in await self._fetch(sql, params)]
 
     @override
@@ -501,13 +511,8 @@ class BatchingStore(Store):
         if resolution is not None and not resolution > 0:
             raise ValueError("resolution must be a positive number of seconds")
         params: list[Any] = [device_id, float(start), float(end)]
-        key_filter = ""
-        if keys is not None:
-            if not keys:
-                return []
-            key_filter = " AND " + self._any("key", list(keys), params)
+        window = f"FROM history WHERE device_id = ? AND ts >= ? AND ts < ?{self._and_any('key', keys, params)}"
         params.append(limit)
-        window = f"FROM history WHERE device_id = ? AND ts >= ? AND ts < ?{key_filter}"
         if resolution is None:
             rows = await self._fetch(f"SELECT ts, key, value {window} ORDER BY ts, key LIMIT ?", params)
             return [HistoryPoint(ts, key, value) for ts, key, value in rows]
@@ -539,11 +544,7 @@ class BatchingStore(Store):
         self, offset: int, *, limit: int = 1000, homes: Collection[str] | None = None
     ) -> list[EventRecord]:
         params: list[Any] = [offset]
-        home_filter = ""
-        if homes is not None:
-            if not homes:
-                return []
-            home_filter = " AND " + self._any("home", list(homes), params)
+        home_filter = self._and_any("home", homes, params)
         params.append(limit)
         rows = await self._fetch(
             f"SELECT id, ts, device_id, home, type, data FROM events WHERE id > ?{home_filter} ORDER BY id LIMIT ?",

@@ -46,11 +46,10 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, override
+from typing import Any, ClassVar, Unpack, cast, override
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed in asyncpg
 
-from .base import DEFAULT_HOME
 from .engine import (
     FLUSH,
     HOT_OPERATIONS,
@@ -58,6 +57,7 @@ from .engine import (
     BatchRows,
     Running,
     Sql,
+    StoreOptions,
     batch_keys,
     fail_batch,
     resolve_batch,
@@ -283,16 +283,8 @@ class PostgresStore(BatchingStore):
     # A row lock on nothing: serialise concurrent replacements of the same user's grants.
     GRANTS_LOCK: ClassVar[str | None] = "SELECT pg_advisory_xact_lock(hashtext('thermo_bridge grants'), hashtext(?))"
 
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        retention_days: float = 30,
-        dead_letter_limit: int = 1000,
-        default_home: str = DEFAULT_HOME,
-        pool_size: int = 4,
-    ) -> None:
-        super().__init__(retention_days=retention_days, dead_letter_limit=dead_letter_limit, default_home=default_home)
+    def __init__(self, dsn: str, *, pool_size: int = 4, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(**options)
         self.dsn = dsn
         self.schema_key = 0
         self.events_sequence = ""
@@ -325,8 +317,7 @@ class PostgresStore(BatchingStore):
 
     @override
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-        rows: list[Sequence[Any]] = await self._query("fetch", numbered(sql), *params)
-        return rows
+        return cast("list[Sequence[Any]]", await self._query("fetch", numbered(sql), *params))
 
     @override
     def _any(self, column: str, values: list[str], params: list[Any]) -> str:

@@ -34,9 +34,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, override
+from typing import Any, ClassVar, Unpack, override
 
-from .base import DEFAULT_HOME
 from .engine import (
     FLUSH,
     HOT_OPERATIONS,
@@ -45,6 +44,7 @@ from .engine import (
     Running,
     Sql,
     Step,
+    StoreOptions,
     batch_keys,
     fail_batch,
     resolve_batch,
@@ -229,20 +229,13 @@ class SQLiteStore(BatchingStore):
     BUCKET: ClassVar[str] = "CAST(ts / ? AS INTEGER)"  # ts >= 0: truncation is floor
 
     def __init__(
-        self,
-        path: str,
-        *,
-        retention_days: float = 30,
-        dead_letter_limit: int = 1000,
-        default_home: str = DEFAULT_HOME,
-        synchronous: str = "NORMAL",
-        readers: int = 2,
+        self, path: str, *, synchronous: str = "NORMAL", readers: int = 2, **options: Unpack[StoreOptions]
     ) -> None:
         if path in {"", ":memory:"} or path.startswith("file::memory:"):
             raise ValueError("the SQLite store needs a file: readers use their own connections")
         if synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
-        super().__init__(retention_days=retention_days, dead_letter_limit=dead_letter_limit, default_home=default_home)
+        super().__init__(**options)
         self.path = path
         self.synchronous = synchronous.upper()
         self._readers = readers
@@ -373,11 +366,9 @@ class SQLiteStore(BatchingStore):
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         if not self._open or self._executor is None:
             raise StoreClosedError("the store is not open")
-        loop = asyncio.get_running_loop()
-        rows: list[Sequence[Any]] = await loop.run_in_executor(
+        return await asyncio.get_running_loop().run_in_executor(
             self._executor, lambda: self._reader().execute(sql, params).fetchall()
         )
-        return rows
 
     @override
     def _any(self, column: str, values: list[str], params: list[Any]) -> str:
