@@ -26,8 +26,6 @@ import voluptuous as vol
 
 from thermo_bridge_protocol import DEFAULT_BASE_TOPIC, ProtocolError, validate_base_topic
 
-from .auth import AuthSettings
-
 ENV_PREFIX = "THERMO_BRIDGE_"
 DEFAULT_OPTIONS_FILE = "/data/options.json"
 DEFAULT_SUPERVISOR_URL = "http://supervisor"
@@ -84,6 +82,51 @@ def _safe_repr(obj: object, secret: frozenset[str], urls: frozenset[str] = froze
             shown = repr(value)
         items.append(f"{f.name}={shown}")
     return f"{type(obj).__name__}({', '.join(items)})"
+
+
+RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+"""Signature algorithms that can be checked against a JWKS of RSA keys."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Where tokens come from and what they must say (defaults match an Auth0 tenant)."""
+
+    issuer: str  # exactly "https://<domain>/"
+    audience: str
+    jwks_url: str | None = None  # default: issuer + ".well-known/jwks.json"
+    algorithms: tuple[str, ...] = ("RS256",)
+    leeway: float = 30
+    jwks_cache_seconds: float = 600
+    unknown_kid_cooldown: float = 60
+    permissions_claim: str = "permissions"
+    scope_claim: str = "scope"
+    homes_claim: str = "https://thermo-bridge.dev/homes"
+    read_permission: str = "read:devices"
+    write_permission: str = "write:devices"
+    admin_permission: str = "admin"
+    max_token_bytes: int = 8192
+    # After a failed fetch, requests that need a fetch wait this long before the next try.
+    jwks_retry_seconds: float = 5
+
+    def __post_init__(self) -> None:
+        if not self.algorithms:
+            raise ValueError("algorithms must not be empty")
+        if bad := [alg for alg in self.algorithms if alg not in RSA_ALGORITHMS]:
+            # Only asymmetric RSA algorithms can be verified against a JWKS of RSA keys;
+            # allowing HS* would let the public key be used as an HMAC secret.
+            raise ValueError(f"unsupported algorithms {bad}: only RSA signature algorithms are allowed")
+        if not self.issuer:
+            raise ValueError("issuer must not be empty")
+        if not self.audience:
+            raise ValueError("audience must not be empty")
+
+    @property
+    def effective_jwks_url(self) -> str:
+        """The JWKS location (Auth0 serves it under the issuer)."""
+        if self.jwks_url:
+            return self.jwks_url
+        return self.issuer.rstrip("/") + "/.well-known/jwks.json"
 
 
 @dataclass(frozen=True)

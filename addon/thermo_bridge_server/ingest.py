@@ -215,7 +215,9 @@ class Ingest(ProtocolHandler):
         if self._seeding:
             return
         if previous is not None and canonical_config(previous) == canonical_config(config):
-            return  # e.g. the retained config re-read after a restart (the store does not keep measurement order)
+            # The same config again (the retained one re-read after a restart, or re-announced with
+            # its measurements in another order, which carries no meaning): nothing changed.
+            return
         if previous is None:
             _LOGGER.info("device %s discovered (%s)", device_id, config.kind)
         self._write(self.store.apply_config, config, self._now())

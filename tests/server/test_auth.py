@@ -37,7 +37,8 @@ from thermo_bridge_server.auth import tokens as auth_module
 from thermo_bridge_server.auth.bearer import auth_middleware, require_permission
 from thermo_bridge_server.auth.devauth import DevAuthError, DevIssuer, load_or_create_key
 from thermo_bridge_server.auth.devauth import main as token_main
-from thermo_bridge_server.auth.tokens import Authenticator, AuthSettings, Principal, parse_jwks
+from thermo_bridge_server.auth.tokens import Authenticator, Principal, parse_jwks
+from thermo_bridge_server.config import AuthSettings
 from thermo_bridge_server.errors import ApiError, error_response
 
 REALM = 'Bearer realm="thermo_bridge"'

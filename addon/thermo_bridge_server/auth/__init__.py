@@ -4,6 +4,8 @@
 ``devauth`` the self-issuing dev mode.
 """
 
-from .tokens import Authenticator, AuthSettings, Principal, insufficient_scope_error
+from thermo_bridge_server.config import AuthSettings
+
+from .tokens import Authenticator, Principal, insufficient_scope_error
 
 __all__ = ["AuthSettings", "Authenticator", "Principal", "insufficient_scope_error"]

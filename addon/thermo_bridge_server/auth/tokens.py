@@ -41,6 +41,7 @@ import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from thermo_bridge_server.config import AuthSettings
 from thermo_bridge_server.errors import ApiError
 
 _LOGGER = logging.getLogger(__name__)
@@ -50,54 +51,12 @@ _JWT_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
 _ALG_NAME = re.compile(r"[A-Za-z0-9]{1,10}")
 # error_description may only contain %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
 _DESCRIPTION_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
-_RSA_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _MIN_RSA_BITS: Final = 2048
 # OpenID Connect scopes Auth0 puts in ``scope`` next to API permissions; they grant nothing here.
 _OIDC_SCOPES: Final = frozenset({"openid", "profile", "email", "address", "phone", "offline_access"})
 _MAX_JWKS_BYTES: Final = 512 * 1024
 _VERIFIED_CACHE_SIZE: Final = 1024
 _JWKS_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    """Where tokens come from and what they must say (defaults match an Auth0 tenant)."""
-
-    issuer: str  # exactly "https://<domain>/"
-    audience: str
-    jwks_url: str | None = None  # default: issuer + ".well-known/jwks.json"
-    algorithms: tuple[str, ...] = ("RS256",)
-    leeway: float = 30
-    jwks_cache_seconds: float = 600
-    unknown_kid_cooldown: float = 60
-    permissions_claim: str = "permissions"
-    scope_claim: str = "scope"
-    homes_claim: str = "https://thermo-bridge.dev/homes"
-    read_permission: str = "read:devices"
-    write_permission: str = "write:devices"
-    admin_permission: str = "admin"
-    max_token_bytes: int = 8192
-    # After a failed fetch, requests that need a fetch wait this long before the next try.
-    jwks_retry_seconds: float = 5
-
-    def __post_init__(self) -> None:
-        if not self.algorithms:
-            raise ValueError("algorithms must not be empty")
-        if bad := [alg for alg in self.algorithms if alg not in _RSA_ALGORITHMS]:
-            # Only asymmetric RSA algorithms can be verified against a JWKS of RSA keys;
-            # allowing HS* would let the public key be used as an HMAC secret.
-            raise ValueError(f"unsupported algorithms {bad}: only RSA signature algorithms are allowed")
-        if not self.issuer:
-            raise ValueError("issuer must not be empty")
-        if not self.audience:
-            raise ValueError("audience must not be empty")
-
-    @property
-    def effective_jwks_url(self) -> str:
-        """The JWKS location (Auth0 serves it under the issuer)."""
-        if self.jwks_url:
-            return self.jwks_url
-        return self.issuer.rstrip("/") + "/.well-known/jwks.json"
 
 
 @dataclass(frozen=True)
