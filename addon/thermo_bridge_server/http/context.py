@@ -20,8 +20,13 @@ API_PREFIX = "/api/v1"
 class CommandSender(Protocol):
     """What the API needs from the ingest to send a command."""
 
-    async def send_command(self, device_id: str, values: Mapping[str, Any], sub: str) -> CommandRecord:
-        """Validate against the device's capabilities, store as pending, publish to ``<base>/<id>/set``."""
+    async def send_command(
+        self, device_id: str, values: Mapping[str, Any], sub: str, idempotency_key: str | None = None
+    ) -> CommandRecord:
+        """Validate against the device's capabilities, store as pending, publish to ``<base>/<id>/set``.
+
+        A key this ``sub`` used before returns that command (``ValueError`` for other values).
+        """
         ...
 
 

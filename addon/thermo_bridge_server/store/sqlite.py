@@ -60,12 +60,10 @@ _SQL_STATE = (
     " seq = excluded.seq, device_ts = excluded.device_ts, received_at = excluded.received_at"
     " WHERE (excluded.order_ts, excluded.seq) >= (state_values.order_ts, state_values.seq)"
 )
-_SQL_EVENT = (
-    "INSERT INTO events (ts, device_id, home, type, data)"
-    " VALUES (?, ?, COALESCE(?, (SELECT home FROM devices WHERE device_id = ?), ?), ?, ?)"
-)
 DEDUPE_CHUNK = 1000
 """Keys per multi-row INSERT (5 parameters each, well under SQLite's 32,766 limit)."""
+IN_CHUNK = 900
+"""Values per ``IN (...)`` list."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -150,7 +148,9 @@ def purge_chunk_op(rows: BatchRows, ts: float) -> Step:
         (ts, PURGE_CHUNK),
     )
     deleted += yield Sql(
-        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ? LIMIT ?)", (ts, PURGE_CHUNK)
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?"
+        " AND id < (SELECT max(id) FROM events) LIMIT ?)",  # the newest stays: the log's position
+        (ts, PURGE_CHUNK),
     )
     deleted += yield Sql(
         "DELETE FROM state_dedupe WHERE (device_id, seq, ts, digest) IN"
@@ -207,10 +207,21 @@ class _Writer:
         if rows.states:
             conn.executemany(_SQL_STATE, rows.state_rows())
         if rows.events:
-            default = rows.default_home
+            # One writer holds the write lock: offsets continue the log's sequence, assigned here
+            # so the doorbell knows exactly which rows it rings for.
+            (last,) = conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()
+            need = rows.homeless_devices()
+            homes: dict[str, str] = {}
+            for start in range(0, len(need), IN_CHUNK):
+                chunk = need[start : start + IN_CHUNK]
+                homes.update(
+                    conn.execute(
+                        f"SELECT device_id, home FROM devices WHERE device_id IN ({','.join('?' * len(chunk))})", chunk
+                    ).fetchall()
+                )
+            numbered = rows.number_events(range(last + 1, last + 1 + len(rows.events)), homes)
             conn.executemany(
-                _SQL_EVENT,
-                [(ts, dev, home, dev, default, type_, data) for ts, dev, home, type_, data in rows.events],
+                "INSERT INTO events (id, ts, device_id, home, type, data) VALUES (?, ?, ?, ?, ?, ?)", numbered
             )
         if rows.dead:
             conn.executemany(
@@ -265,6 +276,7 @@ class SQLiteStore(BatchingStore):
         self._thread = threading.Thread(target=self._run, args=(conn,), name="store-writer", daemon=True)
         self._open = True
         self._thread.start()
+        await self._read_epoch()
 
     @override
     async def close(self) -> None:
@@ -345,6 +357,9 @@ class SQLiteStore(BatchingStore):
             return
         self._stats.committed(len(batch), time.perf_counter() - started)
         self._call(resolve_batch, batch, results)
+        if committed := writer.rows.committed:
+            writer.rows.committed = []
+            self._call(self._ring, committed[-1][0], committed)
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
         assert self._loop is not None  # noqa: S101 - set before the thread starts
@@ -369,6 +384,21 @@ class SQLiteStore(BatchingStore):
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, lambda: self._reader().execute(sql, params).fetchall()
         )
+
+    @override
+    async def _fetch_consistent(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Sequence[Any]]]:
+        if not self._open or self._executor is None:
+            raise StoreClosedError("the store is not open")
+
+        def run() -> list[list[Sequence[Any]]]:
+            conn = self._reader()
+            conn.execute("BEGIN")  # WAL: every read below sees the database as of the first one
+            try:
+                return [conn.execute(sql, params).fetchall() for sql, params in queries]
+            finally:
+                conn.execute("COMMIT")
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     @override
     def _any(self, column: str, values: list[str], params: list[Any]) -> str:
