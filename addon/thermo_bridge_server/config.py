@@ -182,6 +182,9 @@ class ServerConfig:
     default_home: str
     zeroconf: bool
     log_level: str
+    ws_allow_no_origin: bool = False
+    ws_max_connections_per_user: int = 20
+    ws_max_message_bytes: int = 64 * 1024
     # Under the Supervisor: where its API is and the token for it (None when standalone).
     supervisor_url: str | None = None
     supervisor_token: str | None = None
@@ -413,6 +416,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("dev_key_path", _text(), "DEV ONLY: signing key file", "thermo_bridge_dev_key.pem", "/data/dev_key.pem"),
     Option("default_home", _text(_HOME_RE, "1-64 of A-Z a-z 0-9 _ -"), "home of newly discovered devices", "default"),
     Option("zeroconf", _boolean, "advertise the server with zeroconf", default=True, flag=True),
+    Option("ws_allow_no_origin", _boolean, "accept WebSockets without Origin (not browsers)", default=False, flag=True),
+    Option("ws_max_connections_per_user", _integer(1, 10_000), "WebSocket and SSE streams one user may hold", 20),
+    Option("ws_max_message_bytes", _integer(1024, 16 * 1024 * 1024), "largest WebSocket message accepted", 64 * 1024),
     Option("log_level", _log_level, "debug, info, warning, error or critical", "info"),
 )  # fmt: skip
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -544,6 +550,9 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         default_home=values["default_home"],
         zeroconf=values["zeroconf"],
         log_level=values["log_level"],
+        ws_allow_no_origin=values["ws_allow_no_origin"],
+        ws_max_connections_per_user=values["ws_max_connections_per_user"],
+        ws_max_message_bytes=values["ws_max_message_bytes"],
         supervisor_url=(env.get(ENV_PREFIX + "SUPERVISOR_URL") or DEFAULT_SUPERVISOR_URL) if supervised else None,
         supervisor_token=supervisor_token,
         mqtt_explicit=frozenset(name for name in MQTT_OPTIONS if name in raw),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .context import API_PREFIX, HTTP, BrokerState, CommandSender, HttpContext, HttpSettings
+from .context import API_PREFIX, HTTP, HttpContext, HttpSettings
 from .middlewares import OPENAPI_PATH, middlewares, on_response_prepare
 from .routes import admin, commands, devices, public
 
@@ -28,8 +28,6 @@ __all__ = [
     "HTTP",
     "OPENAPI_PATH",
     "ROUTES",
-    "BrokerState",
-    "CommandSender",
     "HttpContext",
     "HttpSettings",
     "middlewares",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
@@ -12,31 +12,10 @@ from thermo_bridge_server.access import Access, AccessPolicy, Permissions
 from thermo_bridge_server.auth.bearer import principal_of
 from thermo_bridge_server.metrics import HttpCounters, Metrics
 from thermo_bridge_server.ratelimit import RateLimiter
-from thermo_bridge_server.store.base import CommandRecord, Store
+from thermo_bridge_server.services import BrokerState, CommandSender
+from thermo_bridge_server.store.base import Store
 
 API_PREFIX = "/api/v1"
-
-
-class CommandSender(Protocol):
-    """What the API needs from the ingest to send a command."""
-
-    async def send_command(
-        self, device_id: str, values: Mapping[str, Any], sub: str, idempotency_key: str | None = None
-    ) -> CommandRecord:
-        """Validate against the device's capabilities, store as pending, publish to ``<base>/<id>/set``.
-
-        A key this ``sub`` used before returns that command (``ValueError`` for other values).
-        """
-        ...
-
-
-class BrokerState(Protocol):
-    """What ``/health`` needs from the MQTT transport."""
-
-    @property
-    def connected(self) -> bool:
-        """Whether the broker connection is up."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

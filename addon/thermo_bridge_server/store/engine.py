@@ -120,12 +120,16 @@ class BatchRows:
         # Event-log rows written in this transaction (offset, ts, device_id, home, type, data)
         self.committed: list[tuple[int, float, str, str, str, str]] = []
 
-    def reset(self) -> None:
-        """Drop everything collected (after a rollback)."""
+    def flushed(self) -> None:
+        """The collected rows are written (``committed`` keeps the event rows for the doorbell)."""
         self.history.clear()
         self.states.clear()
         self.events.clear()
         self.dead.clear()
+
+    def reset(self) -> None:
+        """Drop everything collected and written (after a rollback)."""
+        self.flushed()
         self.committed.clear()
 
     def number_events(self, offsets: Sequence[int], homes: Mapping[str, str]) -> list[tuple[Any, ...]]:

@@ -231,7 +231,7 @@ class _Writer:
                 "DELETE FROM dead_letters WHERE id <= (SELECT id FROM dead_letters ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 (self.dead_letter_limit,),
             )
-        rows.reset()
+        rows.flushed()
 
 
 class SQLiteStore(BatchingStore):

@@ -9,7 +9,7 @@ from aiohttp import hdrs, web
 from thermo_bridge_server.errors import ApiError, command_error
 from thermo_bridge_server.http.context import API_PREFIX, HTTP, caller
 from thermo_bridge_server.http.params import bad_field, check_query, only_keys, read_json_object
-from thermo_bridge_server.http.serializers import command_json
+from thermo_bridge_server.resources import command_json
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")

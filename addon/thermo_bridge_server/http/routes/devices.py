@@ -18,7 +18,7 @@ from thermo_bridge_server.http.params import (
     parse_time,
     single,
 )
-from thermo_bridge_server.http.serializers import device_json, point_json, state_json
+from thermo_bridge_server.resources import device_json, point_json, state_json
 from thermo_bridge_server.store.base import DeviceRecord
 
 MAX_HISTORY_POINTS = 10_000
