@@ -11,9 +11,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/thermo_bridge
 COPY pyproject.toml README.md ./
 COPY addon/thermo_bridge_server ./addon/thermo_bridge_server
-# In the repository addon/thermo_bridge_protocol is a symlink to the integration's protocol
-# folder; the image gets the real files under the same import name.
-COPY custom_components/thermo_bridge/protocol ./addon/thermo_bridge_protocol
+# The protocol's one copy lives in the integration's folder; pyproject.toml maps the import
+# name thermo_bridge_protocol onto it.
+COPY custom_components/thermo_bridge/protocol ./custom_components/thermo_bridge/protocol
 RUN pip install . \
     && python -c "import thermo_bridge_server, thermo_bridge_protocol"
 

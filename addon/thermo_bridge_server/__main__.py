@@ -19,8 +19,8 @@ import aiohttp
 from aiohttp import web
 
 from .app import COMPONENTS, SHUTDOWN_TIMEOUT, create_app, server_version
+from .auth.devauth import DevAuthError
 from .config import ServerConfig, load_config_or_exit
-from .devauth import DevAuthError
 from .supervisor import SupervisorError, resolve_supervisor_mqtt
 
 _LOGGER = logging.getLogger("thermo_bridge_server")

@@ -23,15 +23,19 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .api import API_PREFIX, ApiSettings, api_middlewares, setup_api
-from .auth import Authenticator, auth_middleware
+from .access import AccessPolicy, Permissions
+from .auth import Authenticator
+from .auth.bearer import auth_middleware
+from .auth.devauth import DevIssuer
 from .config import ServerConfig
-from .devauth import DevIssuer
 from .discovery import Advertiser
+from .http import API_PREFIX, HttpContext, HttpSettings, middlewares, setup_http
+from .http.openapi import build_document
 from .ingest import Ingest
 from .metrics import HttpCounters, Metrics
 from .mqtt import MqttTransport
-from .openapi import build_document
+from .ratelimit import RateLimiter
+from .realtime import SELF_AUTHENTICATING, Realtime, RealtimeSettings, setup_realtime
 from .store import create_store
 from .store.base import Store
 from .store.retention import run_retention
@@ -56,7 +60,7 @@ COMPONENTS: web.AppKey[Components] = web.AppKey("components")
 
 @dataclass
 class Components:
-    """Everything the app owns, exposed for tests, the WebSocket API and ``__main__``."""
+    """Everything the app owns, exposed for tests and ``__main__``."""
 
     config: ServerConfig
     store: Store
@@ -65,6 +69,7 @@ class Components:
     metrics: Metrics
     authenticator: Authenticator
     session: aiohttp.ClientSession
+    realtime: Realtime
     dev_issuer: DevIssuer | None = None
     advertiser: Advertiser | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -114,12 +119,37 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         command_timeout=config.command_timeout,
         shared_group=config.mqtt.shared_group,
     )
+    permissions = Permissions(
+        read=auth_settings.read_permission,
+        write=auth_settings.write_permission,
+        admin=auth_settings.admin_permission,
+    )
+    policy = AccessPolicy(store, permissions)
+    version = server_version()
+    # One bucket per user for REST requests and WebSocket commands alike.
+    limiter = RateLimiter(config.rate_limit_per_minute)
+    realtime = Realtime(
+        store,
+        authenticator,
+        policy,
+        ingest,
+        RealtimeSettings(
+            version=version,
+            permissions=permissions,
+            allowed_origins=config.cors_origins,
+            allow_no_origin=config.ws_allow_no_origin,
+            max_connections_per_user=config.ws_max_connections_per_user,
+            max_message_bytes=config.ws_max_message_bytes,
+        ),
+        limiter,
+    )
     metrics = Metrics(
         http=HttpCounters(),
         ingest=ingest,
         transport=transport,
         store_stats=store.stats,
         transport_stats=transport.stats_dict,
+        realtime_stats=realtime.figures,
     )
     components = Components(
         config=config,
@@ -129,34 +159,38 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         metrics=metrics,
         authenticator=authenticator,
         session=session,
+        realtime=realtime,
         dev_issuer=dev_issuer,
     )
     app = web.Application(
-        middlewares=api_middlewares(auth_middleware(authenticator, protected_prefix=API_PREFIX)),
+        middlewares=middlewares(
+            auth_middleware(authenticator, protected_prefix=API_PREFIX), self_authenticating=SELF_AUTHENTICATING
+        ),
         client_max_size=config.max_body_bytes,
     )
     app[COMPONENTS] = components
-    version = server_version()
     document = build_document(version)
-    setup_api(
+    setup_http(
         app,
-        store=store,
-        sender=ingest,
-        broker=transport,
-        settings=ApiSettings(
-            version=version,
-            base_topic=config.mqtt.base_topic,
-            default_home=config.default_home,
-            read_permission=auth_settings.read_permission,
-            write_permission=auth_settings.write_permission,
-            admin_permission=auth_settings.admin_permission,
-            max_body_bytes=config.max_body_bytes,
-            cors_origins=config.cors_origins,
-            rate_limit_per_minute=config.rate_limit_per_minute,
+        HttpContext(
+            store=store,
+            access=policy,
+            sender=ingest,
+            broker=transport,
+            settings=HttpSettings(
+                version=version,
+                permissions=permissions,
+                max_body_bytes=config.max_body_bytes,
+                cors_origins=config.cors_origins,
+                rate_limit_per_minute=config.rate_limit_per_minute,
+            ),
+            metrics=metrics,
+            openapi=lambda: document,
+            rate_limiter=limiter,
         ),
-        metrics=metrics,
-        openapi=lambda: document,
     )
+    setup_realtime(app, realtime)
+    app.on_shutdown.append(_drain_streams)
     if dev_issuer is not None:
         app.router.add_routes(dev_issuer.routes())
     app.cleanup_ctx.append(_lifecycle)
@@ -200,6 +234,8 @@ async def _start(c: Components, started: set[str]) -> None:
     config = c.config
     await c.store.open()
     started.add("store")
+    await c.realtime.start()  # at the log's end before the ingest writes: every new event is routed
+    started.add("realtime")
     started.add("transport")
     try:
         # Wait a little for the broker; if it is not there yet the transport keeps trying in
@@ -249,6 +285,8 @@ async def _stop(c: Components, started: set[str]) -> None:
         c.advertiser = None
     if "ingest" in started:
         await _step("stop the ingest", c.ingest.stop)
+    if "realtime" in started:
+        await _step("stop following the event log", c.realtime.stop)
     if "store" in started:
         await _step("close the store", c.store.close)
     if "transport" in started:
@@ -257,6 +295,18 @@ async def _stop(c: Components, started: set[str]) -> None:
     started.clear()
     await _step("cancel a JWKS fetch in flight", c.authenticator.close)
     await _step("close the HTTP client session", c.session.close)
+
+
+async def _drain_streams(app: web.Application) -> None:
+    """Before the HTTP server waits for its handlers: deliver every committed event, then close the streams.
+
+    The ingest stops taking messages and its writes commit first, so the offset in each
+    stream's going-away close reason is all this server will ever send it; clients resume
+    from there on the restarted server (or another replica).
+    """
+    c = app[COMPONENTS]
+    await _step("stop the ingest", c.ingest.stop)
+    await _step("close the real-time streams", c.realtime.drain)
 
 
 async def _step(what: str, action: Callable[[], Coroutine[Any, Any, Any]]) -> None:

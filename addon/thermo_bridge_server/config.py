@@ -26,8 +26,6 @@ import voluptuous as vol
 
 from thermo_bridge_protocol import DEFAULT_BASE_TOPIC, ProtocolError, validate_base_topic
 
-from .auth import AuthSettings
-
 ENV_PREFIX = "THERMO_BRIDGE_"
 DEFAULT_OPTIONS_FILE = "/data/options.json"
 DEFAULT_SUPERVISOR_URL = "http://supervisor"
@@ -86,6 +84,51 @@ def _safe_repr(obj: object, secret: frozenset[str], urls: frozenset[str] = froze
     return f"{type(obj).__name__}({', '.join(items)})"
 
 
+RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+"""Signature algorithms that can be checked against a JWKS of RSA keys."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Where tokens come from and what they must say (defaults match an Auth0 tenant)."""
+
+    issuer: str  # exactly "https://<domain>/"
+    audience: str
+    jwks_url: str | None = None  # default: issuer + ".well-known/jwks.json"
+    algorithms: tuple[str, ...] = ("RS256",)
+    leeway: float = 30
+    jwks_cache_seconds: float = 600
+    unknown_kid_cooldown: float = 60
+    permissions_claim: str = "permissions"
+    scope_claim: str = "scope"
+    homes_claim: str = "https://thermo-bridge.dev/homes"
+    read_permission: str = "read:devices"
+    write_permission: str = "write:devices"
+    admin_permission: str = "admin"
+    max_token_bytes: int = 8192
+    # After a failed fetch, requests that need a fetch wait this long before the next try.
+    jwks_retry_seconds: float = 5
+
+    def __post_init__(self) -> None:
+        if not self.algorithms:
+            raise ValueError("algorithms must not be empty")
+        if bad := [alg for alg in self.algorithms if alg not in RSA_ALGORITHMS]:
+            # Only asymmetric RSA algorithms can be verified against a JWKS of RSA keys;
+            # allowing HS* would let the public key be used as an HMAC secret.
+            raise ValueError(f"unsupported algorithms {bad}: only RSA signature algorithms are allowed")
+        if not self.issuer:
+            raise ValueError("issuer must not be empty")
+        if not self.audience:
+            raise ValueError("audience must not be empty")
+
+    @property
+    def effective_jwks_url(self) -> str:
+        """The JWKS location (Auth0 serves it under the issuer)."""
+        if self.jwks_url:
+            return self.jwks_url
+        return self.issuer.rstrip("/") + "/.well-known/jwks.json"
+
+
 @dataclass(frozen=True)
 class MqttSettings:
     """How the server reaches the broker and what it subscribes to."""
@@ -139,6 +182,9 @@ class ServerConfig:
     default_home: str
     zeroconf: bool
     log_level: str
+    ws_allow_no_origin: bool = False
+    ws_max_connections_per_user: int = 20
+    ws_max_message_bytes: int = 64 * 1024
     # Under the Supervisor: where its API is and the token for it (None when standalone).
     supervisor_url: str | None = None
     supervisor_token: str | None = None
@@ -370,6 +416,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("dev_key_path", _text(), "DEV ONLY: signing key file", "thermo_bridge_dev_key.pem", "/data/dev_key.pem"),
     Option("default_home", _text(_HOME_RE, "1-64 of A-Z a-z 0-9 _ -"), "home of newly discovered devices", "default"),
     Option("zeroconf", _boolean, "advertise the server with zeroconf", default=True, flag=True),
+    Option("ws_allow_no_origin", _boolean, "accept WebSockets without Origin (not browsers)", default=False, flag=True),
+    Option("ws_max_connections_per_user", _integer(1, 10_000), "WebSocket and SSE streams one user may hold", 20),
+    Option("ws_max_message_bytes", _integer(1024, 16 * 1024 * 1024), "largest WebSocket message accepted", 64 * 1024),
     Option("log_level", _log_level, "debug, info, warning, error or critical", "info"),
 )  # fmt: skip
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -501,6 +550,9 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         default_home=values["default_home"],
         zeroconf=values["zeroconf"],
         log_level=values["log_level"],
+        ws_allow_no_origin=values["ws_allow_no_origin"],
+        ws_max_connections_per_user=values["ws_max_connections_per_user"],
+        ws_max_message_bytes=values["ws_max_message_bytes"],
         supervisor_url=(env.get(ENV_PREFIX + "SUPERVISOR_URL") or DEFAULT_SUPERVISOR_URL) if supervised else None,
         supervisor_token=supervisor_token,
         mqtt_explicit=frozenset(name for name in MQTT_OPTIONS if name in raw),

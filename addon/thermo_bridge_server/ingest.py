@@ -35,6 +35,7 @@ from thermo_bridge_protocol import (
 )
 from thermo_bridge_protocol.router import MessageCallback, Unsubscribe
 
+from .errors import IdempotencyConflictError
 from .mqtt import MqttError, MqttNotConnectedError, MqttTransport
 from .store.base import DEAD_LETTER_PAYLOAD_BYTES, CommandRecord, CommandStatus, Store
 
@@ -215,7 +216,9 @@ class Ingest(ProtocolHandler):
         if self._seeding:
             return
         if previous is not None and canonical_config(previous) == canonical_config(config):
-            return  # e.g. the retained config re-read after a restart (the store does not keep measurement order)
+            # The same config again (the retained one re-read after a restart, or re-announced with
+            # its measurements in another order, which carries no meaning): nothing changed.
+            return
         if previous is None:
             _LOGGER.info("device %s discovered (%s)", device_id, config.kind)
         self._write(self.store.apply_config, config, self._now())
@@ -284,12 +287,17 @@ class Ingest(ProtocolHandler):
 
     # ------------------------------------------------------------------ commands
 
-    async def send_command(self, device_id: str, values: Mapping[str, Any], sub: str) -> CommandRecord:
+    async def send_command(
+        self, device_id: str, values: Mapping[str, Any], sub: str, idempotency_key: str | None = None
+    ) -> CommandRecord:
         """Validate against the device's capabilities, store the command as pending, publish it.
 
-        Raises KeyError for an unknown device, ProtocolError for values the device refuses
-        (nothing stored or sent), MqttNotConnectedError (a ConnectionError) when the broker
-        cannot take it (the stored command is marked failed).
+        With an ``idempotency_key`` this ``sub`` used before, the earlier command is returned as
+        it is now and nothing is published again. Raises KeyError for an unknown device,
+        ProtocolError for values the device refuses (nothing stored or sent),
+        IdempotencyConflictError when the key was used for another device or other values,
+        MqttNotConnectedError (a ConnectionError) when the broker cannot take it (nothing is
+        stored, so the same key may be sent again; a command the broker refused is marked failed).
         """
         if device_id not in self.router.devices:
             raise KeyError(device_id)
@@ -305,8 +313,13 @@ class Ingest(ProtocolHandler):
             status=CommandStatus.PENDING,
             created_at=now,
             updated_at=now,
+            idempotency_key=idempotency_key,
         )
-        await self.store.create_command(record)  # committed before the device can answer
+        stored, created = await self.store.create_command(record)  # committed before the device can answer
+        if not created:
+            if stored.device_id != device_id or stored.values != record.values:
+                raise IdempotencyConflictError("this idempotency key was used for another command")
+            return stored
         try:
             await self.router.async_send_command(device_id, command)
         except (MqttError, ConnectionError, TimeoutError) as err:

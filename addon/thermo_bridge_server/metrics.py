@@ -123,6 +123,7 @@ class Metrics:
         store_stats: Callable[[], Any] | None = None,
         open_connections: Callable[[], int] | None = None,
         transport_stats: Callable[[], Mapping[str, Any]] | None = None,
+        realtime_stats: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.http = http
         self.ingest = ingest
@@ -130,6 +131,7 @@ class Metrics:
         self.store_stats = store_stats
         self.open_connections = open_connections
         self.transport_stats = transport_stats
+        self.realtime_stats = realtime_stats
 
     async def render(self) -> str:
         """Collect and render (store stats are a coroutine, hence async)."""
@@ -137,6 +139,8 @@ class Metrics:
         self._http(out)
         self._ingest(out)
         self._transport(out)
+        if self.realtime_stats is not None:
+            _numeric_gauges(out, ("realtime",), "Real-time API figure", self.realtime_stats().items())
         if self.store_stats is not None:
             stats = await self.store_stats()
             _numeric_gauges(out, ("store",), "Store backend figure", stats.items())

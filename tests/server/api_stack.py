@@ -27,7 +27,7 @@ from tests.server.jwks import JwksServer
 from tests.waiting import wait_for
 from thermo_bridge_server.app import COMPONENTS, Components, create_app
 from thermo_bridge_server.config import ServerConfig, load_config
-from thermo_bridge_server.openapi import build_document
+from thermo_bridge_server.http.openapi import build_document
 from thermo_bridge_sim.simulator import Simulator
 
 ADMIN = ("read:devices", "write:devices", "admin")

@@ -26,8 +26,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from thermo_bridge_server.auth import AuthSettings
-from thermo_bridge_server.devauth import auth0_jwk, auth0_openid_configuration
+from thermo_bridge_server.auth.devauth import auth0_jwk, auth0_openid_configuration
+from thermo_bridge_server.config import AuthSettings
 
 DEFAULT_AUDIENCE = "https://api.thermo-bridge.test"
 HOMES_CLAIM = "https://thermo-bridge.dev/homes"

@@ -6,6 +6,7 @@ import json
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
@@ -69,13 +70,29 @@ def test_no_other_addon_manifest_in_the_tree() -> None:
     assert manifests == ["config.yaml"]
 
 
-def test_dockerfile_copies_both_packages_pyproject_declares() -> None:
+def _setuptools() -> dict[str, Any]:
+    table: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return table
+
+
+def test_dockerfile_copies_every_folder_pyproject_maps() -> None:
+    """The image builds the same distribution: each mapped folder is copied to the same path."""
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "COPY addon/thermo_bridge_server ./addon/thermo_bridge_server" in dockerfile
-    assert "COPY custom_components/thermo_bridge/protocol ./addon/thermo_bridge_protocol" in dockerfile
-    assert (ROOT / "addon" / "thermo_bridge_protocol").resolve() == (
-        ROOT / "custom_components" / "thermo_bridge" / "protocol"
-    ).resolve()
+    folders = {"addon/thermo_bridge_server"} | {folder for name, folder in _setuptools()["package-dir"].items() if name}
+    assert folders == {"addon/thermo_bridge_server", "custom_components/thermo_bridge/protocol"}
+    for folder in folders:
+        assert f"COPY {folder} ./{folder}" in dockerfile
+    assert not (ROOT / "addon" / "thermo_bridge_protocol").exists()  # one copy of the protocol, no link
+
+
+def test_pyproject_lists_every_package_of_the_tree() -> None:
+    """An explicit package list (the protocol's folder has another name) must not miss a subpackage."""
+    listed = set(_setuptools()["packages"])
+    found = {"thermo_bridge_protocol"} | {
+        ".".join(init.parent.relative_to(ROOT / "addon").parts)
+        for init in (ROOT / "addon" / "thermo_bridge_server").rglob("__init__.py")
+    }
+    assert listed == found
 
 
 def test_the_add_on_image_gets_no_developer_tools() -> None:

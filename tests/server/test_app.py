@@ -81,7 +81,7 @@ def mint(key: Path, port: int, *permissions: str) -> str:
         [
             sys.executable,
             "-m",
-            "thermo_bridge_server.devauth",
+            "thermo_bridge_server.auth.devauth",
             "--key",
             str(key),
             "--issuer",
@@ -337,7 +337,11 @@ async def test_zeroconf_advertisement_on_loopback() -> None:
 
 def test_openapi_module_prints_the_document() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "thermo_bridge_server.openapi"], capture_output=True, text=True, check=True, timeout=30
+        [sys.executable, "-m", "thermo_bridge_server.http.openapi"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     assert json.loads(result.stdout)["openapi"] == "3.1.0"
 

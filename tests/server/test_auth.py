@@ -33,17 +33,12 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from tests.server.jwks import ALT_JWKS_PATH, HOMES_CLAIM, JwksServer, b64url, b64url_json
-from thermo_bridge_server import auth as auth_module
-from thermo_bridge_server.auth import (
-    Authenticator,
-    AuthSettings,
-    Principal,
-    auth_middleware,
-    parse_jwks,
-    require_permission,
-)
-from thermo_bridge_server.devauth import DevAuthError, DevIssuer, load_or_create_key
-from thermo_bridge_server.devauth import main as token_main
+from thermo_bridge_server.auth import tokens as auth_module
+from thermo_bridge_server.auth.bearer import auth_middleware, require_permission
+from thermo_bridge_server.auth.devauth import DevAuthError, DevIssuer, load_or_create_key
+from thermo_bridge_server.auth.devauth import main as token_main
+from thermo_bridge_server.auth.tokens import Authenticator, Principal, parse_jwks
+from thermo_bridge_server.config import AuthSettings
 from thermo_bridge_server.errors import ApiError, error_response
 
 REALM = 'Bearer realm="thermo_bridge"'
@@ -978,7 +973,7 @@ def test_token_cli_errors_are_clear(tmp_path: Path) -> None:
     bad.write_text("junk")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "addon")}
     proc = subprocess.run(
-        [sys.executable, "-m", "thermo_bridge_server.devauth", "--key", str(bad)],
+        [sys.executable, "-m", "thermo_bridge_server.auth.devauth", "--key", str(bad)],
         capture_output=True,
         text=True,
         env=env,
@@ -991,7 +986,7 @@ def test_token_cli_errors_are_clear(tmp_path: Path) -> None:
     # Without --key it uses the standalone server's default file in the working directory.
     env.pop("THERMO_BRIDGE_DEV_KEY_PATH", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "thermo_bridge_server.devauth", "--sub", "dev|x", "--ttl", "60"],
+        [sys.executable, "-m", "thermo_bridge_server.auth.devauth", "--sub", "dev|x", "--ttl", "60"],
         capture_output=True,
         text=True,
         env=env,
@@ -1008,7 +1003,7 @@ def test_token_cli_errors_are_clear(tmp_path: Path) -> None:
     assert claims["iss"] == "http://localhost:8099/"
     # A key location that cannot be created is a clear error, not a traceback.
     proc = subprocess.run(
-        [sys.executable, "-m", "thermo_bridge_server.devauth", "--key", str(bad / "sub" / "key.pem")],
+        [sys.executable, "-m", "thermo_bridge_server.auth.devauth", "--key", str(bad / "sub" / "key.pem")],
         capture_output=True,
         text=True,
         env=env,

@@ -212,7 +212,7 @@ async def test_ingests_simulator_traffic(store: Store, servers: Any, simulators:
     await asyncio.to_thread(sim.emit_event, thermostat, "button_press", {"button": 1, "press": "double"})
 
     async def events() -> list[Any]:
-        return [e for e in await store.events_since(0, limit=10_000) if e.type is EventType.EVENT]
+        return [e for e in await store.events_since(0, limit=10_000) if e.type is EventType.DEVICE_EVENT]
 
     await wait_for(lambda: server.ingest.messages_in > 0 and server.transport.held_acks == 0)
     found = await wait_for(events, what="the device event in the log")

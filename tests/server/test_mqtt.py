@@ -16,7 +16,7 @@ from tests.broker import Mosquitto, free_port
 from tests.pki import make_pki
 from tests.waiting import wait_for
 from thermo_bridge_server.config import MqttSettings
-from thermo_bridge_server.mqtt import (
+from thermo_bridge_server.mqtt.transport import (
     _NO_PROPERTIES,
     MqttAuthError,
     MqttNotConnectedError,

@@ -19,8 +19,8 @@ from aiohttp import web
 
 import thermo_bridge_server
 from tests.server.api_stack import ADMIN, DocumentSchemas, ServerStack, pointer_to, resolve
-from thermo_bridge_server.api import routes as api_routes
-from thermo_bridge_server.openapi import build_document
+from thermo_bridge_server.http import ROUTES as api_routes
+from thermo_bridge_server.http.openapi import build_document
 
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 
@@ -100,10 +100,10 @@ def test_response_validation_follows_references_and_rejects_what_the_document_fo
 
 
 def test_committed_document_is_current() -> None:
-    committed = Path(thermo_bridge_server.__file__).parent / "openapi.json"
+    committed = Path(thermo_bridge_server.__file__).parent / "http" / "openapi.json"
     assert json.loads(committed.read_text()) == json.loads(json.dumps(DOCUMENT)), (
-        "addon/thermo_bridge_server/openapi.json is stale: run "
-        "`.venv/bin/python -m thermo_bridge_server.openapi > addon/thermo_bridge_server/openapi.json`"
+        "addon/thermo_bridge_server/http/openapi.json is stale: run "
+        "`.venv/bin/python -m thermo_bridge_server.http.openapi > addon/thermo_bridge_server/http/openapi.json`"
     )
 
 

@@ -129,7 +129,7 @@ async def check_consistent(url: str, acked: set[int], raw: list[tuple[int, int, 
     try:
         log = await store.events_since(0, limit=10_000_000)
         event_seqs = [e.data["seq"] for e in log if e.type is EventType.STATE]
-        device_events = [e.data["data"]["seq"] for e in log if e.type is EventType.EVENT]
+        device_events = [e.data["data"]["seq"] for e in log if e.type is EventType.DEVICE_EVENT]
         stored = [seq for seq, _, _ in raw]
         assert event_seqs == stored, "events and history disagree"
         assert stored == list(range(1, len(stored) + 1)), "not a prefix of what was queued: a batch was lost"

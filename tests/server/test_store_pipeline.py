@@ -18,8 +18,8 @@ from thermo_bridge_protocol import StateUpdate, parse_config
 from thermo_bridge_server.store import create_store
 from thermo_bridge_server.store import postgres as postgres_module
 from thermo_bridge_server.store.base import EventType
-from thermo_bridge_server.store.common import BATCH_CAP
 from thermo_bridge_server.store.postgres import PostgresStore
+from thermo_bridge_server.store.rows import BATCH_CAP
 from thermo_bridge_sim import devices
 
 T0 = 1_750_000_000.0
@@ -109,8 +109,8 @@ async def test_overlapping_batch_redoes_when_the_previous_one_retries(
     failed: list[int] = []
 
     async def flush_failing_once(self: Any) -> None:
-        if not failed and len(self.events) >= BATCH_CAP:
-            failed.append(len(self.events))
+        if not failed and len(self.rows.events) >= BATCH_CAP:
+            failed.append(len(self.rows.events))
             await asyncio.sleep(0.3)  # the second batch reaches its wait for this one meanwhile
             raise asyncpg.DeadlockDetectedError("injected: deadlock detected")
         await original_flush(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, unquote
 
 from .base import DEFAULT_HOME, Store
-from .common import StoreClosedError
+from .rows import StoreClosedError
 
 __all__ = ["Store", "StoreClosedError", "StoreUrlError", "create_store"]
 

@@ -1,4 +1,4 @@
-"""The PostgreSQL store (larger installs, several server replicas on one database).
+"""The PostgreSQL store (larger installs, several replicas on one database): its writer and its SQL.
 
 One writer task per process takes whatever is queued (up to ``BATCH_CAP`` operations) and
 applies it in one transaction with a few set-based statements (``unnest`` arrays; binary
@@ -6,7 +6,7 @@ applies it in one transaction with a few set-based statements (``unnest`` arrays
 operations' futures. Up to ``PIPELINE_DEPTH`` batches are in flight, each in its own
 transaction: the next one's inserts that cannot change the outcome overlap the previous
 commit's round trips, everything else waits for that commit (see ``_Slot``). Reads and
-admin writes use the pool directly.
+retention use the pool directly.
 
 Safe with several replicas writing at once:
 
@@ -39,65 +39,44 @@ several schemas (tests, tenants) do not serialise each other.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import functools
+import itertools
 import logging
+import re
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
-from typing import Any, override
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Unpack, cast, override
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed in asyncpg
 
-from thermo_bridge_protocol import DeviceConfig, DeviceEvent, StateUpdate
-
-from .base import (
-    DEAD_LETTER_PAYLOAD_BYTES,
-    DEFAULT_HOME,
-    CommandRecord,
-    CommandStatus,
-    DeadLetter,
-    DeviceRecord,
-    EventRecord,
-    EventType,
-    HistoryPoint,
-    StateRecord,
-    Store,
-)
-from .common import (
-    BATCH_CAP,
-    NO_SEQ,
-    PURGE_CHUNK,
-    StoreClosedError,
-    command_from_row,
-    config_json,
-    dead_letter_from_row,
-    dumps,
+from .engine import (
+    FLUSH,
+    HOT_OPERATIONS,
+    BatchingStore,
+    BatchRows,
+    Running,
+    Sql,
+    StoreOptions,
+    batch_keys,
     fail_batch,
-    history_value,
-    load_config,
-    migrations,
-    order_ts,
     resolve_batch,
-    scalar_json,
-    state_payload,
 )
+from .rows import BATCH_CAP, PURGE_CHUNK, DedupeKey, StoreClosedError, migrations
 
 _LOGGER = logging.getLogger(__name__)
 
 LOCK_MIGRATIONS = 0x74620001
 LOCK_EVENTS = 0x74620002
-MAX_DEAD_LETTER_MESSAGE = 1000
 RETRIES = 5
 PIPELINE_DEPTH = 2
 """Batches in flight at once (each in its own transaction; see ``_Slot``)."""
+LISTEN_RETRY_MIN = 0.5
+LISTEN_RETRY_MAX = 10.0
 
 _HISTORY_COLUMNS = ("device_id", "ts", "key", "value")
 _EVENT_COLUMNS = ("id", "ts", "device_id", "home", "type", "data")
-_COMMAND_COLUMNS = "command_id, device_id, sub, vals::text, status, reason, created_at, updated_at"
-_DEVICE_SELECT = (
-    "SELECT d.device_id, d.home, d.config, a.online, d.first_seen, d.updated_at"
-    " FROM devices d LEFT JOIN availability a USING (device_id)"
-)
 
 _TRANSIENT_ERRORS = (
     asyncpg.DeadlockDetectedError,
@@ -120,8 +99,14 @@ _DATA_ERRORS = (asyncpg.PostgresError, ValueError, TypeError)
 the batch is retried one operation per transaction so only the culprit fails. Connection
 errors fail the whole batch at once (retrying one by one against a dead server only stalls)."""
 
-_DedupeKey = tuple[str, int, float, int]
-_Op = tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...], asyncio.Future[Any]]
+_Op = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]
+
+
+@functools.lru_cache(maxsize=256)
+def numbered(sql: str) -> str:
+    """The engine's ``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (its SQL has no literal ``?``)."""
+    counter = itertools.count(1)
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
 
 
 async def apply_migrations(conn: asyncpg.Connection[Any]) -> list[int]:
@@ -149,38 +134,48 @@ async def apply_migrations(conn: asyncpg.Connection[Any]) -> list[int]:
 
 
 class _Batch:
-    """One transaction's work: immediate SQL plus rows collected for the set-based flush."""
+    """One transaction's connection and the rows it collects; drives the engine's operations."""
 
-    def __init__(self, conn: asyncpg.Connection[Any], store: PostgresStore, new_keys: set[_DedupeKey]) -> None:
+    def __init__(self, conn: asyncpg.Connection[Any], store: PostgresStore, new_keys: set[DedupeKey]) -> None:
         self.conn = conn
         self.store = store
-        self.new_keys = new_keys
+        self.rows = BatchRows(store.default_home)
+        self.rows.new_keys = new_keys
         self.locked = False
-        self.history: list[tuple[str, float, str, float | None]] = []
-        # (device_id, key) -> (order, row): only the newest update of a key in the batch is kept
-        self.states: dict[tuple[str, str], tuple[tuple[float, int, int], tuple[Any, ...]]] = {}
-        self.events: list[tuple[float, str, str | None, str, str]] = []
-        self.dead: list[tuple[float, str, str, str, bytes]] = []
-        self.arrival = 0
 
-    def event(self, ts: float, device_id: str, home: str | None, type_: EventType, data: str) -> None:
-        self.events.append((ts, device_id, home, str(type_), data))
+    async def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:  # noqa: ANN401 - the operation's result
+        """Apply one operation: hot ones collect rows, the others run their statements now."""
+        if fn in HOT_OPERATIONS:
+            return fn(self.rows, *args)
+        op = Running(fn(self.rows, *args))
+        while op.sql is not None:
+            op.send(await self._execute(op.sql))
+        return op.result
+
+    async def _execute(self, sql: Sql) -> object:
+        if sql is FLUSH:
+            await self.flush()
+            return None
+        if sql.one:
+            return await self.conn.fetchrow(numbered(sql.text), *sql.params)
+        status: str = await self.conn.execute(numbered(sql.text), *sql.params)
+        return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
 
     async def flush_history(self) -> None:
         """Write the collected history rows (insert-only: no row another batch could lock)."""
-        if self.history:
+        history = self.rows.history
+        if history:
             # COPY: the largest row set of a batch (2 rows per report). Binary COPY encodes each
             # row directly; unnest() arrays cost asyncpg several ABC isinstance checks per element.
-            await self.conn.copy_records_to_table("history", records=self.history, columns=_HISTORY_COLUMNS)
-            self.history.clear()
+            await self.conn.copy_records_to_table("history", records=history, columns=_HISTORY_COLUMNS)
+            history.clear()
 
     async def flush(self) -> None:
         """Write the collected rows; the events last, under the offset lock."""
         conn = self.conn
+        rows = self.rows
         await self.flush_history()
-        if self.states:
-            rows = [row for _, (_, row) in sorted(self.states.items())]
-            self.states.clear()
+        if rows.states:
             await conn.execute(
                 "INSERT INTO state_values (device_id, key, value, order_ts, seq, device_ts, received_at)"
                 " SELECT u.device_id, u.key, u.value::jsonb, u.order_ts, u.seq, u.device_ts, u.received_at"
@@ -189,151 +184,38 @@ class _Batch:
                 " ON CONFLICT (device_id, key) DO UPDATE SET value = excluded.value, order_ts = excluded.order_ts,"
                 " seq = excluded.seq, device_ts = excluded.device_ts, received_at = excluded.received_at"
                 " WHERE (excluded.order_ts, excluded.seq) >= (state_values.order_ts, state_values.seq)",
-                *zip(*rows, strict=True),
+                *zip(*rows.state_rows(), strict=True),
             )
-        if self.dead:
+        if rows.dead:
             await conn.execute(
                 "INSERT INTO dead_letters (ts, topic, reason, message, payload)"
                 " SELECT * FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::bytea[])",
-                *zip(*self.dead, strict=True),
+                *zip(*rows.dead, strict=True),
             )
-            self.dead.clear()
+            rows.dead.clear()
             await conn.execute(
                 "DELETE FROM dead_letters WHERE id <= (SELECT id FROM dead_letters ORDER BY id DESC LIMIT 1 OFFSET $1)",
                 self.store.dead_letter_limit,
             )
-        if self.events:
-            events = self.events
-            self.events = []
+        if rows.events:
             if not self.locked:
                 await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_EVENTS, self.store.schema_key)
                 self.locked = True
             # Offsets drawn under the lock, sorted so the log's order is the order operations were
             # queued; in the same round trip, the current home of the devices whose events carry
-            # none (read under the lock, as the INSERT ... JOIN devices it replaces did).
-            need_home = sorted({event[1] for event in events if event[2] is None})
+            # none (read under the lock, as an INSERT ... JOIN devices would).
             ids, known_ids, known_homes = await conn.fetchrow(
                 "SELECT ARRAY(SELECT nextval($2::regclass) FROM generate_series(1, $1)),"
                 " ARRAY(SELECT device_id FROM devices WHERE device_id = ANY($3::text[]) ORDER BY device_id),"
                 " ARRAY(SELECT home FROM devices WHERE device_id = ANY($3::text[]) ORDER BY device_id)",
-                len(events),
+                len(rows.events),
                 self.store.events_sequence,
-                need_home,
+                rows.homeless_devices(),
             )
-            homes = dict(zip(known_ids, known_homes, strict=True))
-            default_home = self.store.default_home
-            await conn.copy_records_to_table(
-                "events",
-                records=[
-                    (offset, ts, device_id, homes.get(device_id, default_home) if home is None else home, type_, data)
-                    for offset, (ts, device_id, home, type_, data) in zip(sorted(ids), events, strict=True)
-                ],
-                columns=_EVENT_COLUMNS,
-            )
-
-    # ------------------------------------------------------------ hot path (collected)
-    async def state(self, device_id: str, update: StateUpdate, ts: float, key: _DedupeKey | None, data: str) -> bool:
-        if key is not None:
-            if key not in self.new_keys:
-                return False
-            self.new_keys.discard(key)  # a second copy later in this batch is a duplicate
-        ots = order_ts(update, ts)
-        seq = NO_SEQ if update.seq is None else update.seq
-        hts = ts if update.ts is None else update.ts
-        self.arrival += 1
-        order = (ots, seq, self.arrival)
-        states = self.states
-        for name, value in update.values.items():
-            current = states.get((device_id, name))
-            if current is None or order >= current[0]:
-                states[device_id, name] = (order, (device_id, name, scalar_json(value), ots, seq, update.ts, ts))
-            keep, number = history_value(name, value)
-            if keep:
-                self.history.append((device_id, hts, name, number))
-        self.event(ts, device_id, None, EventType.STATE, data)
-        return True
-
-    async def device_event(self, device_id: str, event: DeviceEvent, ts: float) -> None:
-        data = {"event": event.event_type, "data": event.data, "ts": event.ts}
-        self.event(ts, device_id, None, EventType.EVENT, dumps(data))
-
-    async def dead_letter(self, topic: str, reason: str, message: str, payload: bytes, ts: float) -> None:
-        self.dead.append(
-            (ts, topic, reason, message[:MAX_DEAD_LETTER_MESSAGE], bytes(payload[:DEAD_LETTER_PAYLOAD_BYTES]))
-        )
-
-    # ------------------------------------------------------------ in place (after a flush)
-    async def config(self, config: DeviceConfig, ts: float) -> None:
-        await self.flush()
-        text = config_json(config)
-        changed = await self.conn.fetchval(
-            "INSERT INTO devices (device_id, home, kind, config, first_seen, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $5)"
-            " ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, config = excluded.config,"
-            " updated_at = excluded.updated_at WHERE devices.config IS DISTINCT FROM excluded.config RETURNING 1",
-            config.device_id,
-            self.store.default_home,
-            str(config.kind),
-            text,
-            ts,
-        )
-        if changed:
-            self.event(ts, config.device_id, None, EventType.DEVICE, text)
-
-    async def remove(self, device_id: str, ts: float) -> None:
-        await self.flush()
-        home = await self.conn.fetchval("DELETE FROM devices WHERE device_id = $1 RETURNING home", device_id)
-        await self.conn.execute("DELETE FROM state_values WHERE device_id = $1", device_id)
-        await self.conn.execute("DELETE FROM availability WHERE device_id = $1", device_id)
-        if home is not None:
-            self.event(ts, device_id, home, EventType.REMOVED, "{}")
-
-    async def availability(self, device_id: str, online: bool, ts: float) -> None:
-        await self.flush()
-        changed = await self.conn.fetchval(
-            "INSERT INTO availability (device_id, online, updated_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (device_id) DO UPDATE SET online = excluded.online, updated_at = excluded.updated_at"
-            " WHERE availability.online IS DISTINCT FROM excluded.online RETURNING 1",
-            device_id,
-            online,
-            ts,
-        )
-        if changed:
-            self.event(ts, device_id, None, EventType.AVAILABILITY, dumps({"online": online}))
-
-    async def create_command(self, record: CommandRecord) -> None:
-        await self.flush()
-        await self.conn.execute(
-            "INSERT INTO commands (command_id, device_id, sub, vals, status, reason, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)",
-            record.command_id,
-            record.device_id,
-            record.sub,
-            dumps(record.values),
-            str(record.status),
-            record.reason,
-            record.created_at,
-            record.updated_at,
-        )
-        self.event(record.created_at, record.device_id, None, EventType.COMMAND, dumps(record.as_dict()))
-
-    async def update_command(
-        self, command_id: str, status: CommandStatus, reason: str | None, ts: float
-    ) -> CommandRecord | None:
-        await self.flush()
-        row = await self.conn.fetchrow(
-            "UPDATE commands SET status = $1, reason = $2, updated_at = $3 WHERE command_id = $4"
-            f" AND status = 'pending' RETURNING {_COMMAND_COLUMNS}",
-            str(status),
-            reason,
-            ts,
-            command_id,
-        )
-        if row is None:
-            return None
-        record = command_from_row(row)
-        self.event(ts, record.device_id, None, EventType.COMMAND, dumps(record.as_dict()))
-        return record
+            numbered = rows.number_events(sorted(ids), dict(zip(known_ids, known_homes, strict=True)))
+            await conn.copy_records_to_table("events", records=numbered, columns=_EVENT_COLUMNS)
+            # The doorbell of the other replicas: delivered to their LISTEN only once this commits.
+            await conn.execute("SELECT pg_notify($1, $2)", self.store.channel, str(numbered[-1][0]))
 
 
 class _RestartError(Exception):
@@ -388,27 +270,20 @@ class _Slot:
             raise _RestartError
 
 
-_OVERLAPPING = frozenset({_Batch.state, _Batch.device_event, _Batch.dead_letter})
-
-
-class PostgresStore(Store):
+class PostgresStore(BatchingStore):
     """PostgreSQL backend: an asyncpg pool and one batching writer task."""
 
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        retention_days: float = 30,
-        dead_letter_limit: int = 1000,
-        default_home: str = DEFAULT_HOME,
-        pool_size: int = 4,
-    ) -> None:
+    BUCKET: ClassVar[str] = "floor(ts / ?)::int8"
+    # A row lock on nothing: serialise concurrent replacements of the same user's grants.
+    GRANTS_LOCK: ClassVar[str | None] = "SELECT pg_advisory_xact_lock(hashtext('thermo_bridge grants'), hashtext(?))"
+
+    def __init__(self, dsn: str, *, pool_size: int = 4, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(**options)
         self.dsn = dsn
-        self.retention_days = retention_days
-        self.dead_letter_limit = dead_letter_limit
-        self.default_home = default_home
         self.schema_key = 0
         self.events_sequence = ""
+        self.channel = ""  # the NOTIFY channel of this schema's event log
+        self._listener: asyncio.Task[None] | None = None
         self._pool_size = pool_size
         # A batch waiting for the one before holds a connection: the retry of that one needs another.
         self._depth = PIPELINE_DEPTH if pool_size > PIPELINE_DEPTH else 1
@@ -417,15 +292,6 @@ class PostgresStore(Store):
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._open = False
-        self._stats: dict[str, float] = {
-            "batches_total": 0,
-            "ops_total": 0,
-            "failed_batches_total": 0,
-            "retried_batches_total": 0,
-            "last_batch_size": 0,
-            "last_commit_seconds": 0.0,
-            "max_commit_seconds": 0.0,
-        }
 
     @property
     def pool(self) -> asyncpg.Pool[Any]:
@@ -445,6 +311,66 @@ class PostgresStore(Store):
                 await asyncio.sleep(0.02 * 2**attempt)
         raise AssertionError("unreachable")
 
+    @override
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        return cast("list[Sequence[Any]]", await self._query("fetch", numbered(sql), *params))
+
+    @override
+    async def _fetch_consistent(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Sequence[Any]]]:
+        for attempt in range(1, RETRIES + 1):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                    return [list(await conn.fetch(numbered(sql), *params)) for sql, params in queries]
+            except _TRANSIENT_ERRORS:
+                if attempt == RETRIES:
+                    raise
+                await asyncio.sleep(0.02 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # ---------------------------------------------------------------- other replicas' commits
+    async def _listen(self) -> None:
+        """LISTEN for every replica's commits; after each (re)connect, ring so readers catch up."""
+        delay = LISTEN_RETRY_MIN
+        while self._open:
+            try:
+                conn = await asyncpg.connect(self.dsn)
+            except (*_TRANSIENT_ERRORS, asyncpg.PostgresError) as err:
+                _LOGGER.warning("Cannot LISTEN for event-log commits (%s); retrying in %.1f s", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LISTEN_RETRY_MAX)
+                continue
+            lost = asyncio.Event()
+            try:
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(self.channel, self._notified)
+                delay = LISTEN_RETRY_MIN
+                # Commits made while nobody listened are only in the log: let readers look.
+                self._ring(await self.latest_offset(), ())
+                await lost.wait()
+                _LOGGER.warning("The LISTEN connection for event-log commits was lost; reconnecting")
+            except (*_TRANSIENT_ERRORS, asyncpg.PostgresError) as err:
+                _LOGGER.warning("LISTEN for event-log commits failed (%s); reconnecting", err)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 2)
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            offset = int(payload)
+        except ValueError:
+            _LOGGER.warning("Ignoring a malformed event-log notification %r", payload[:40])
+            return
+        self._ring(offset, ())
+
+    @override
+    def _any(self, column: str, values: list[str], params: list[Any]) -> str:
+        params.append(values)
+        return f"{column} = ANY(?::text[])"
+
+    @override
+    def _queue_depth(self) -> int:
+        return len(self._queue)
+
     # ---------------------------------------------------------------- lifecycle
     @override
     async def open(self) -> None:
@@ -462,7 +388,14 @@ class PostgresStore(Store):
         self._pool = pool
         self._wake = asyncio.Event()
         self._open = True
+        self.channel = f"thermo_bridge_events_{self.schema_key & 0xFFFFFFFF:08x}"
         self._writer = asyncio.create_task(self._run(), name="thermo_bridge store writer")
+        try:
+            await self._read_epoch()
+        except BaseException:
+            await self.close()
+            raise
+        self._listener = asyncio.create_task(self._listen(), name="thermo_bridge store listener")
 
     @override
     async def close(self) -> None:
@@ -470,6 +403,10 @@ class PostgresStore(Store):
             return
         self._open = False
         self._wake.set()
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
         if self._writer is not None:
             await self._writer
         if self._pool is not None:
@@ -477,7 +414,8 @@ class PostgresStore(Store):
             self._pool = None
 
     # ---------------------------------------------------------------- the writer task
-    def _submit(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: object) -> asyncio.Future[Any]:
+    @override
+    def _submit(self, fn: Callable[..., Any], *args: object) -> asyncio.Future[Any]:
         if not self._open:
             raise StoreClosedError("the store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -531,7 +469,7 @@ class PostgresStore(Store):
             attempt += 1
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    results = await self._apply(conn, batch, previous, slot)
+                    results, committed = await self._apply(conn, batch, previous, slot)
                 break
             except _RestartError:
                 # The previous batch failed an attempt while ours overlapped it: ours rolled
@@ -544,7 +482,7 @@ class PostgresStore(Store):
                 continue
             except _TRANSIENT_ERRORS as err:
                 slot.retrying()
-                self._stats["retried_batches_total"] += 1
+                self._stats.retried()
                 if attempt < RETRIES:
                     _LOGGER.info("Store batch hit %s (%s); retrying", type(err).__name__, err)
                     await asyncio.sleep(0.02 * 2**attempt)
@@ -556,7 +494,7 @@ class PostgresStore(Store):
             except Exception as err:
                 slot.retrying()
                 failure = err
-            self._stats["failed_batches_total"] += 1
+            self._stats.failed()
             transient = isinstance(failure, _TRANSIENT_ERRORS)
             if len(batch) == 1 or transient or not isinstance(failure, _DATA_ERRORS):
                 _LOGGER.error("Store write of %d operation(s) failed: %s", len(batch), failure)
@@ -568,271 +506,49 @@ class PostgresStore(Store):
             for op in batch:
                 await self._commit([op])
             return
-        elapsed = time.perf_counter() - started
-        stats = self._stats
-        stats["batches_total"] += 1
-        stats["ops_total"] += len(batch)
-        stats["last_batch_size"] = len(batch)
-        stats["last_commit_seconds"] = elapsed
-        stats["max_commit_seconds"] = max(stats["max_commit_seconds"], elapsed)
+        self._stats.committed(len(batch), time.perf_counter() - started)
         resolve_batch(batch, results)
+        if committed:
+            self._ring(committed[-1][0], committed)
 
     async def _apply(
         self, conn: asyncpg.Connection[Any], batch: list[_Op], previous: _Slot | None, slot: _Slot
-    ) -> list[object]:
+    ) -> tuple[list[object], list[tuple[int, float, str, str, str, str]]]:
+        """Apply the batch; its results and the event-log rows it wrote."""
         # Only state reports, device events and dead letters may overlap the previous batch.
-        overlap = previous is not None and all(fn in _OVERLAPPING for fn, _, _ in batch)
+        overlap = previous is not None and all(fn in HOT_OPERATIONS for fn, _, _ in batch)
         if previous is not None:
             if overlap:
                 await previous.wait(previous.deduped)  # its duplicates-check rows first: same order as serial
             else:
                 await previous.wait(previous.done)
-        keys: dict[_DedupeKey, float] = {}
-        for fn, args, _ in batch:
-            if fn is _Batch.state and args[3] is not None:
-                keys.setdefault(args[3], args[2])
-        new_keys: set[_DedupeKey] = set()
+        keys = batch_keys(batch)
+        new_keys: set[DedupeKey] = set()
         if keys:
             # Sorted, so two replicas inserting the same keys wait on each other in one order.
             rows = await conn.fetch(
                 "INSERT INTO state_dedupe (device_id, seq, ts, digest, received_at)"
                 " SELECT * FROM unnest($1::text[], $2::int8[], $3::float8[], $4::int8[], $5::float8[])"
                 " ON CONFLICT DO NOTHING RETURNING device_id, seq, ts, digest",
-                *zip(*((*key, received) for key, received in sorted(keys.items())), strict=True),
+                *zip(*keys, strict=True),
             )
             new_keys = {(r[0], r[1], r[2], r[3]) for r in rows}
         slot.set_deduped()
         work = _Batch(conn, self, new_keys)
-        results = [await fn(work, *args) for fn, args, _ in batch]
+        results = [await work.run(fn, args) for fn, args, _ in batch]
         if overlap:
             assert previous is not None  # noqa: S101 - overlap implies a previous batch
             await work.flush_history()
             await previous.wait(previous.done)
         await work.flush()
-        return results
+        return results, work.rows.committed
 
-    # ---------------------------------------------------------------- writes
-    @override
-    def apply_config(self, config: DeviceConfig, ts: float) -> asyncio.Future[None]:
-        return self._submit(_Batch.config, config, ts)
-
-    @override
-    def remove_device(self, device_id: str, ts: float) -> asyncio.Future[None]:
-        return self._submit(_Batch.remove, device_id, ts)
-
-    @override
-    def apply_state(self, device_id: str, update: StateUpdate, ts: float) -> asyncio.Future[bool]:
-        data, key = state_payload(device_id, update)
-        return self._submit(_Batch.state, device_id, update, ts, key, data)
-
-    @override
-    def apply_availability(self, device_id: str, online: bool, ts: float) -> asyncio.Future[None]:
-        return self._submit(_Batch.availability, device_id, online, ts)
-
-    @override
-    def record_device_event(self, device_id: str, event: DeviceEvent, ts: float) -> asyncio.Future[None]:
-        return self._submit(_Batch.device_event, device_id, event, ts)
-
-    @override
-    def add_dead_letter(self, topic: str, reason: str, message: str, payload: bytes, ts: float) -> asyncio.Future[None]:
-        return self._submit(_Batch.dead_letter, topic, reason, message, payload, ts)
-
-    @override
-    def create_command(self, record: CommandRecord) -> asyncio.Future[None]:
-        return self._submit(_Batch.create_command, record)
-
-    @override
-    def update_command(
-        self, command_id: str, status: CommandStatus, reason: str | None, ts: float
-    ) -> asyncio.Future[CommandRecord | None]:
-        return self._submit(_Batch.update_command, command_id, status, reason, ts)
-
-    # ---------------------------------------------------------------- reads
-    @override
-    async def list_devices(
-        self,
-        homes: Collection[str] | None = None,
-        *,
-        kind: str | None = None,
-        online: bool | None = None,
-        home: str | None = None,
-    ) -> list[DeviceRecord]:
-        where = []
-        params: list[Any] = []
-        if homes is not None:
-            homes = list(homes)
-            if not homes:
-                return []
-            params.append(homes)
-            where.append(f"d.home = ANY(${len(params)}::text[])")
-        if kind is not None:
-            params.append(kind)
-            where.append(f"d.kind = ${len(params)}")
-        if online is not None:
-            params.append(online)
-            where.append(f"a.online = ${len(params)}")
-        if home is not None:
-            params.append(home)
-            where.append(f"d.home = ${len(params)}")
-        sql = _DEVICE_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY d.device_id"
-        return [_device(row) for row in await self._query("fetch", sql, *params)]
-
-    @override
-    async def get_device(self, device_id: str) -> DeviceRecord | None:
-        row = await self._query("fetchrow", _DEVICE_SELECT + " WHERE d.device_id = $1", device_id)
-        return None if row is None else _device(row)
-
-    @override
-    async def get_state(self, device_id: str) -> StateRecord | None:
-        rows = await self._query(
-            "fetch",
-            "SELECT key, value::text, order_ts, seq, device_ts, received_at FROM state_values WHERE device_id = $1",
-            device_id,
-        )
-        if not rows:
-            return None
-        values = {}
-        newest: tuple[float, int, float, float | None] | None = None
-        for key, value, ots, seq, device_ts, received_at in rows:
-            values[key] = json.loads(value)
-            if newest is None or (ots, seq, received_at) > newest[:3]:
-                newest = (ots, seq, received_at, device_ts)
-        assert newest is not None  # noqa: S101 - rows is not empty
-        return StateRecord(
-            device_id=device_id,
-            values=dict(sorted(values.items())),
-            updated_at=max(row[5] for row in rows),
-            device_ts=newest[3],
-            seq=None if newest[1] == NO_SEQ else int(newest[1]),
-        )
-
-    @override
-    async def history(
-        self,
-        device_id: str,
-        start: float,
-        end: float,
-        *,
-        keys: Collection[str] | None = None,
-        resolution: float | None = None,
-        limit: int = 10_000,
-    ) -> list[HistoryPoint]:
-        if resolution is not None and not resolution > 0:
-            raise ValueError("resolution must be a positive number of seconds")
-        params: list[Any] = [device_id, float(start), float(end)]
-        key_filter = ""
-        if keys is not None:
-            keys = list(keys)
-            if not keys:
-                return []
-            params.append(keys)
-            key_filter = f" AND key = ANY(${len(params)}::text[])"
-        params.append(limit)
-        if resolution is None:
-            rows = await self._query(
-                "fetch",
-                "SELECT ts, key, value FROM history WHERE device_id = $1 AND ts >= $2 AND ts < $3"
-                f"{key_filter} ORDER BY ts, key LIMIT ${len(params)}",
-                *params,
-            )
-            return [HistoryPoint(ts, key, value) for ts, key, value in rows]
-        params.append(float(resolution))
-        rows = await self._query(
-            "fetch",
-            f"SELECT floor(ts / ${len(params)})::int8 AS bucket, key, avg(value), min(value), max(value), count(value)"
-            " FROM history WHERE device_id = $1 AND ts >= $2 AND ts < $3 AND value IS NOT NULL"
-            f"{key_filter} GROUP BY bucket, key ORDER BY bucket, key LIMIT ${len(params) - 1}",
-            *params,
-        )
-        return [
-            HistoryPoint(float(bucket) * resolution, key, mean, minimum, maximum, count)
-            for bucket, key, mean, minimum, maximum, count in rows
-        ]
-
-    @override
-    async def get_command(self, command_id: str) -> CommandRecord | None:
-        row = await self._query(
-            "fetchrow", f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE command_id = $1", command_id
-        )
-        return None if row is None else command_from_row(row)
-
-    @override
-    async def pending_commands(self, older_than: float) -> list[CommandRecord]:
-        rows = await self._query(
-            "fetch",
-            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE status = 'pending' AND created_at < $1 ORDER BY created_at",
-            older_than,
-        )
-        return [command_from_row(row) for row in rows]
-
-    @override
-    async def events_since(
-        self, offset: int, *, limit: int = 1000, homes: Collection[str] | None = None
-    ) -> list[EventRecord]:
-        params: list[Any] = [offset, limit]
-        home_filter = ""
-        if homes is not None:
-            homes = list(homes)
-            if not homes:
-                return []
-            params.append(homes)
-            home_filter = " AND home = ANY($3::text[])"
-        rows = await self._query(
-            "fetch",
-            f"SELECT id, ts, device_id, home, type, data::text FROM events WHERE id > $1{home_filter}"
-            " ORDER BY id LIMIT $2",
-            *params,
-        )
-        return [EventRecord(row[0], row[1], row[2], row[3], EventType(row[4]), json.loads(row[5])) for row in rows]
-
-    @override
-    async def latest_offset(self) -> int:
-        return int(await self._query("fetchval", "SELECT COALESCE(max(id), 0) FROM events"))
-
-    @override
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        rows = await self._query(
-            "fetch", "SELECT id, ts, topic, reason, message, payload FROM dead_letters ORDER BY id DESC LIMIT $1", limit
-        )
-        return [dead_letter_from_row(row) for row in rows]
-
-    # ---------------------------------------------------------------- homes and grants
-    @override
-    async def set_device_home(self, device_id: str, home: str) -> bool:
-        result = await self._query("execute", "UPDATE devices SET home = $1 WHERE device_id = $2", home, device_id)
-        return bool(result != "UPDATE 0")
-
-    @override
-    async def set_grants(self, sub: str, homes: Collection[str]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Row lock on nothing: serialise concurrent replacements of the same user's grants.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('thermo_bridge grants'), hashtext($1))", sub)
-            await conn.execute("DELETE FROM grants WHERE sub = $1", sub)
-            await conn.execute(
-                "INSERT INTO grants (sub, home) SELECT $1, h FROM unnest($2::text[]) AS h ON CONFLICT DO NOTHING",
-                sub,
-                sorted(set(homes)),
-            )
-
-    @override
-    async def get_grants(self, sub: str) -> frozenset[str]:
-        rows = await self._query("fetch", "SELECT home FROM grants WHERE sub = $1", sub)
-        return frozenset(row[0] for row in rows)
-
-    @override
-    async def all_grants(self) -> Mapping[str, frozenset[str]]:
-        out: dict[str, set[str]] = {}
-        for sub, home in await self._query("fetch", "SELECT sub, home FROM grants ORDER BY sub"):
-            out.setdefault(sub, set()).add(home)
-        return {sub: frozenset(homes) for sub, homes in out.items()}
-
-    # ---------------------------------------------------------------- maintenance
     @override
     async def purge_before(self, ts: float) -> int:
         total = 0
         for table, column, extra in (
             ("history", "ts", ""),
-            ("events", "ts", ""),
+            ("events", "ts", " AND id < (SELECT max(id) FROM events)"),  # the newest stays: the log's position
             ("state_dedupe", "received_at", ""),
             ("commands", "updated_at", " AND status <> 'pending'"),
         ):
@@ -849,19 +565,3 @@ class PostgresStore(Store):
                 if deleted < PURGE_CHUNK:
                     break
         return total
-
-    @override
-    async def stats(self) -> Mapping[str, float]:
-        return {**self._stats, "queue_depth": float(len(self._queue))}
-
-
-def _device(row: Sequence[Any]) -> DeviceRecord:
-    device_id, home, config, online, first_seen, updated_at = row
-    return DeviceRecord(
-        device_id=device_id,
-        home=home,
-        config=load_config(config),
-        online=online,
-        first_seen=first_seen,
-        updated_at=updated_at,
-    )

@@ -1,8 +1,9 @@
 """thermo_bridge device protocol: the contract devices, the integration and the server speak.
 
 Pure Python with no Home Assistant import: the integration ships it inside its folder (HACS
-installs only that folder) and the add-on server imports the same files as
-``thermo_bridge_protocol``. Everything here uses relative imports so both names work.
+installs only that folder) and the ``thermo-bridge`` distribution maps the import name
+``thermo_bridge_protocol`` onto this same folder for the add-on server (pyproject.toml).
+Everything here uses relative imports so both names work; a process uses one of them.
 The written contract is docs/protocol.md.
 """
 

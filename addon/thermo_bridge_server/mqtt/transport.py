@@ -43,7 +43,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .config import MqttSettings
+from thermo_bridge_server.config import MqttSettings
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -1,24 +1,22 @@
-"""Auth0 bearer-token verification for the REST (and later WebSocket) API.
+"""Auth0 access-token verification, independent of the transport that carried the token.
 
 Access tokens are RS256 JWTs issued by an Auth0 tenant for the configured API audience.
 The signing keys come from the tenant's JWKS, fetched asynchronously with aiohttp (PyJWT's
 ``PyJWKClient`` blocks the loop, so it is not used) and cached. An unknown ``kid`` triggers
-at most one re-fetch per cool-down, shared by every concurrent request, so key rotation
+at most one re-fetch per cool-down, shared by every concurrent caller, so key rotation
 works while a flood of forged kids cannot hammer the tenant.
 
-Status codes (RFC 6750 §3.1):
+Every entry point (REST's bearer header in ``bearer.py``, the WebSocket's auth message, SSE
+tickets) hands the token to :meth:`Authenticator.authenticate`, which returns a
+:class:`Principal` or raises an :class:`~thermo_bridge_server.errors.ApiError` in RFC 6750
+terms (HTTP renders its headers, other transports its code and message):
 
-* 401, ``WWW-Authenticate: Bearer realm="thermo_bridge"`` and no ``error`` attribute when
-  the request carries no bearer credentials at all (including other schemes like Basic);
-* 401 with ``error="invalid_token"`` and an ``error_description`` for a token that is
-  malformed, expired, wrongly signed, for another issuer/audience, ...;
-* 400 with ``error="invalid_request"`` for a malformed ``Authorization`` header (``Bearer``
-  without a token, extra parts, characters outside ``b64token``, repeated headers): the RFC
-  says the resource server SHOULD answer 400 here;
-* 403 with ``error="insufficient_scope"`` and ``scope=`` from :func:`require_permission`;
-* 503 (code ``auth_unavailable``, ``Retry-After``) when the JWKS has never been fetched and
-  cannot be fetched now: the token may well be valid, so a 401 would wrongly tell the client
-  to throw it away. Once keys are cached, fetch failures keep the cached keys in use.
+* 401 ``invalid_token`` with an ``error_description`` for a token that is malformed,
+  expired, wrongly signed, for another issuer/audience, ...;
+* 403 ``insufficient_scope`` (``insufficient_scope_error``) for a missing permission;
+* 503 ``auth_unavailable`` (``Retry-After``) when the JWKS has never been fetched and cannot
+  be fetched now: the token may well be valid, so a 401 would wrongly tell the client to
+  throw it away. Once keys are cached, fetch failures keep the cached keys in use.
 
 Tokens are never logged.
 """
@@ -36,74 +34,29 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
-from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from .errors import ApiError, error_response
+from thermo_bridge_server.config import AuthSettings
+from thermo_bridge_server.errors import ApiError
 
 _LOGGER = logging.getLogger(__name__)
 
 REALM: Final = "thermo_bridge"
-# RFC 6750 §2.1 b64token.
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _JWT_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
 _ALG_NAME = re.compile(r"[A-Za-z0-9]{1,10}")
 # error_description may only contain %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
 _DESCRIPTION_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
-_RSA_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _MIN_RSA_BITS: Final = 2048
 # OpenID Connect scopes Auth0 puts in ``scope`` next to API permissions; they grant nothing here.
 _OIDC_SCOPES: Final = frozenset({"openid", "profile", "email", "address", "phone", "offline_access"})
 _MAX_JWKS_BYTES: Final = 512 * 1024
 _VERIFIED_CACHE_SIZE: Final = 1024
 _JWKS_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    """Where tokens come from and what they must say (defaults match an Auth0 tenant)."""
-
-    issuer: str  # exactly "https://<domain>/"
-    audience: str
-    jwks_url: str | None = None  # default: issuer + ".well-known/jwks.json"
-    algorithms: tuple[str, ...] = ("RS256",)
-    leeway: float = 30
-    jwks_cache_seconds: float = 600
-    unknown_kid_cooldown: float = 60
-    permissions_claim: str = "permissions"
-    scope_claim: str = "scope"
-    homes_claim: str = "https://thermo-bridge.dev/homes"
-    read_permission: str = "read:devices"
-    write_permission: str = "write:devices"
-    admin_permission: str = "admin"
-    max_token_bytes: int = 8192
-    # After a failed fetch, requests that need a fetch wait this long before the next try.
-    jwks_retry_seconds: float = 5
-
-    def __post_init__(self) -> None:
-        if not self.algorithms:
-            raise ValueError("algorithms must not be empty")
-        if bad := [alg for alg in self.algorithms if alg not in _RSA_ALGORITHMS]:
-            # Only asymmetric RSA algorithms can be verified against a JWKS of RSA keys;
-            # allowing HS* would let the public key be used as an HMAC secret.
-            raise ValueError(f"unsupported algorithms {bad}: only RSA signature algorithms are allowed")
-        if not self.issuer:
-            raise ValueError("issuer must not be empty")
-        if not self.audience:
-            raise ValueError("audience must not be empty")
-
-    @property
-    def effective_jwks_url(self) -> str:
-        """The JWKS location (Auth0 serves it under the issuer)."""
-        if self.jwks_url:
-            return self.jwks_url
-        return self.issuer.rstrip("/") + "/.well-known/jwks.json"
 
 
 @dataclass(frozen=True)
@@ -118,13 +71,6 @@ class Principal:
     def has(self, permission: str) -> bool:
         """Strict membership: ``admin`` does not imply the others unless the API says so."""
         return permission in self.permissions
-
-
-if TYPE_CHECKING or hasattr(web, "RequestKey"):
-    PRINCIPAL_KEY = web.RequestKey("principal", Principal)
-    """Where the auth middleware leaves the request's Principal."""
-else:  # aiohttp < 3.14 (Home Assistant 2025.4's 3.11) has no RequestKey: a plain string key
-    PRINCIPAL_KEY = "principal"
 
 
 class JwksUnavailableError(Exception):
@@ -182,6 +128,13 @@ def insufficient_scope_error(permission: str) -> ApiError:
             )
         },
     )
+
+
+def require(principal: Principal, permission: str) -> Principal:
+    """``principal`` if it holds ``permission``; else ApiError 403 insufficient_scope."""
+    if not principal.has(permission):
+        raise insufficient_scope_error(permission)
+    return principal
 
 
 def _auth_unavailable_error(retry_after: float) -> ApiError:
@@ -511,78 +464,3 @@ class Authenticator:
         self._keys = keys
         self._fetched_at = self._clock()
         self._failed_at = None
-
-
-def _is_protected(request: web.Request, prefix: str) -> bool:
-    path = request.path
-    if path == prefix or path.startswith(prefix + "/"):
-        return True
-    # Also protect whatever route matched under the prefix, however the URL was spelled.
-    resource = request.match_info.route.resource
-    canonical = resource.canonical if resource is not None else ""
-    return canonical == prefix or canonical.startswith(prefix + "/")
-
-
-def bearer_token(request: web.Request) -> str | None:
-    """The bearer token of the request; None without bearer credentials; ApiError 400 when malformed."""
-    values = request.headers.getall("Authorization", [])
-    if not values:
-        return None
-    if len(values) > 1:
-        raise invalid_request_error("more than one Authorization header")
-    parts = values[0].split()
-    if not parts or parts[0].lower() != "bearer":
-        return None  # another scheme (Basic, ...): no bearer credentials at all
-    if len(parts) == 1:
-        raise invalid_request_error("Bearer scheme without a token")
-    if len(parts) > 2:
-        raise invalid_request_error("unexpected data after the token")
-    if not _B64TOKEN.fullmatch(parts[1]):
-        raise invalid_request_error("token contains characters not allowed in a bearer token")
-    return parts[1]
-
-
-def _is_cors_preflight(request: web.Request) -> bool:
-    return (
-        request.method == "OPTIONS"
-        and "Origin" in request.headers
-        and "Access-Control-Request-Method" in request.headers
-    )
-
-
-def auth_middleware(authenticator: Authenticator, *, protected_prefix: str = "/api/v1") -> Middleware:
-    """Authenticate every request under ``protected_prefix``; sets ``request[PRINCIPAL_KEY]``.
-
-    Auth failures are answered here (the error body from errors.py plus WWW-Authenticate), so
-    the middleware works with or without an outer error-handling middleware. CORS pre-flights
-    (OPTIONS with Origin and Access-Control-Request-Method) carry no credentials by design and
-    pass through; any other OPTIONS request is authenticated like the rest.
-    """
-    prefix = protected_prefix.rstrip("/")
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if _is_cors_preflight(request) or not _is_protected(request, prefix):
-            return await handler(request)
-        try:
-            token = bearer_token(request)
-            if token is None:
-                raise missing_token_error()
-            principal = await authenticator.authenticate(token)
-        except ApiError as err:
-            _LOGGER.debug("Rejected %s %s: %s %s", request.method, request.path, err.status, err.message)
-            return error_response(err)
-        request[PRINCIPAL_KEY] = principal
-        return await handler(request)
-
-    return middleware
-
-
-def require_permission(request: web.Request, permission: str) -> Principal:
-    """The request's principal if it holds ``permission``; else ApiError 403 insufficient_scope."""
-    principal = request.get(PRINCIPAL_KEY)
-    if not isinstance(principal, Principal):
-        raise missing_token_error()
-    if not principal.has(permission):
-        raise insufficient_scope_error(permission)
-    return principal

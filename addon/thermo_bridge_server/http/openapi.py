@@ -2,7 +2,7 @@
 
 ``build_document`` is what the server serves at ``/api/v1/openapi.json``; the committed
 ``openapi.json`` beside this file is the same document for readers and client generators
-(``python -m thermo_bridge_server.openapi > addon/thermo_bridge_server/openapi.json``
+(``python -m thermo_bridge_server.http.openapi > addon/thermo_bridge_server/http/openapi.json``
 refreshes it; a test fails when they differ). tests/server/test_openapi.py walks the app's
 router and checks every route and method is documented and every documented one exists.
 """
@@ -13,7 +13,9 @@ import json
 import sys
 from typing import Any
 
-from .api import API_PREFIX, MAX_DEAD_LETTERS, MAX_HISTORY_POINTS
+from .context import API_PREFIX
+from .routes.admin import MAX_DEAD_LETTERS
+from .routes.devices import MAX_HISTORY_POINTS
 
 JSON = "application/json"
 

@@ -34,7 +34,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from .auth import Authenticator, AuthSettings
+from thermo_bridge_server.config import AuthSettings
+
+from .tokens import Authenticator
 
 _LOGGER = logging.getLogger(__name__)
 

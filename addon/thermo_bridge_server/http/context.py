@@ -1,0 +1,56 @@
+"""What the HTTP handlers share: the services they call and the settings they honour."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from thermo_bridge_server.access import Access, AccessPolicy, Permissions
+from thermo_bridge_server.auth.bearer import principal_of
+from thermo_bridge_server.metrics import HttpCounters, Metrics
+from thermo_bridge_server.ratelimit import RateLimiter
+from thermo_bridge_server.services import BrokerState, CommandSender
+from thermo_bridge_server.store.base import Store
+
+API_PREFIX = "/api/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The parts of the configuration the handlers and middlewares use."""
+
+    version: str = "0.0.0"
+    permissions: Permissions = field(default_factory=Permissions)
+    max_body_bytes: int = 64 * 1024
+    cors_origins: tuple[str, ...] = ()
+    rate_limit_per_minute: int = 120
+
+
+@dataclass(frozen=True, slots=True)
+class HttpContext:
+    """Everything a handler reaches through ``request.app[HTTP]``."""
+
+    store: Store
+    access: AccessPolicy
+    sender: CommandSender
+    broker: BrokerState
+    settings: HttpSettings
+    metrics: Metrics
+    openapi: Callable[[], Mapping[str, Any]]
+    rate_limiter: RateLimiter
+
+    @property
+    def counters(self) -> HttpCounters:
+        """The response counters /metrics reports."""
+        return self.metrics.http
+
+
+HTTP: web.AppKey[HttpContext] = web.AppKey("http_context", HttpContext)
+
+
+async def caller(request: web.Request, permission: str) -> Access:
+    """The authenticated caller's access, if it holds ``permission`` (401/403 otherwise)."""
+    return await request.app[HTTP].access.resolve(principal_of(request), permission)

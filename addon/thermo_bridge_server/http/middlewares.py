@@ -1,0 +1,212 @@
+"""The middlewares every HTTP request passes (outermost first) and the response headers.
+
+errors (one JSON shape, never internals) → CORS pre-flight (before authentication: browsers
+send it without a token) → declared body size → authentication (``auth.bearer``; the public
+OpenAPI document skips it) → per-user rate limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
+
+from thermo_bridge_server.auth.bearer import PRINCIPAL_KEY
+from thermo_bridge_server.auth.tokens import Principal
+from thermo_bridge_server.errors import ApiError, error_response
+
+from .context import API_PREFIX, HTTP
+from .params import payload_too_large
+
+_LOGGER = logging.getLogger(__name__)
+
+OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> ApiError:
+    status = exc.status
+    headers: dict[str, str] = {}
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        headers[hdrs.ALLOW] = ", ".join(sorted(exc.allowed_methods))
+        message = f"{request.method} is not allowed here; allowed: {headers[hdrs.ALLOW]}"
+    elif status == 404:
+        message = f"no such resource: {request.path[:120]}"
+    elif status == 413:
+        limit = request.app[HTTP].settings.max_body_bytes
+        return payload_too_large(limit)
+    elif status >= 500:
+        message = "internal server error"
+    else:
+        message = exc.reason
+    code = _HTTP_CODES.get(status, "internal_error" if status >= 500 else "http_error")
+    return ApiError(status, code, message, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error in the one JSON shape, never leak internals, count responses."""
+    counters = request.app[HTTP].counters
+    counters.in_flight += 1
+    status = 500
+    try:
+        try:
+            response = await handler(request)
+        except ApiError as err:
+            response = error_response(err)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(_from_http_exception(request, exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _LOGGER.exception("Unhandled error in %s %s", request.method, request.path)
+            response = error_response(ApiError(500, "internal_error", "internal server error"))
+        status = response.status
+    except web.HTTPException as exc:  # redirects re-raised above
+        status = exc.status
+        raise
+    finally:
+        counters.in_flight -= 1
+        counters.observe(request.method, status)
+    return response
+
+
+@web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a declared oversized body before authentication or reading it."""
+    limit = request.app[HTTP].settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise payload_too_large(limit)
+    return await handler(request)
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """429 with ``Retry-After`` when an authenticated user exceeds their request rate."""
+    principal: Principal | None = request.get(PRINCIPAL_KEY)
+    if principal is not None:
+        wait = request.app[HTTP].rate_limiter.take(principal.sub)
+        if wait > 0:
+            request.app[HTTP].counters.rate_limited += 1
+            retry = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many requests; retry in {retry} s",
+                details={"retry_after": retry},
+                headers={hdrs.RETRY_AFTER: str(retry)},
+            )
+    return await handler(request)
+
+
+CORS_ALLOW_METHODS = "GET, POST, PUT, OPTIONS"
+CORS_ALLOW_HEADERS = "Authorization, Content-Type"
+CORS_EXPOSE_HEADERS = "Location, Retry-After, WWW-Authenticate"
+CORS_MAX_AGE = "600"
+
+
+def _allowed_origin(request: web.Request) -> str | None:
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None:
+        return None
+    origins = request.app[HTTP].settings.cors_origins
+    if origin in origins:
+        return origin
+    return "*" if "*" in origins else None
+
+
+@web.middleware
+async def cors_preflight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer CORS preflights (before authentication: browsers send them without a token)."""
+    if (
+        request.method == hdrs.METH_OPTIONS
+        and hdrs.ORIGIN in request.headers
+        and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+    ):
+        if _allowed_origin(request) is None:
+            raise ApiError(403, "cors_origin_not_allowed", "this origin is not allowed to call the API")
+        return web.Response(
+            status=204,
+            headers={
+                hdrs.ACCESS_CONTROL_ALLOW_METHODS: CORS_ALLOW_METHODS,
+                hdrs.ACCESS_CONTROL_ALLOW_HEADERS: CORS_ALLOW_HEADERS,
+                hdrs.ACCESS_CONTROL_MAX_AGE: CORS_MAX_AGE,
+            },
+        )
+    return await handler(request)
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+}
+SERVER_HEADER = "thermo_bridge"  # no version banner
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Security headers on every response; CORS headers for allowed origins (errors included)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers[hdrs.SERVER] = SERVER_HEADER  # aiohttp set its own banner before this signal
+    if request.path in {"/metrics", "/health"}:
+        return
+    origin = _allowed_origin(request)
+    if origin is not None:
+        response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+        response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = CORS_EXPOSE_HEADERS
+    if request.app[HTTP].settings.cors_origins and origin != "*":
+        response.headers.add(hdrs.VARY, hdrs.ORIGIN)
+
+
+PUBLIC_API_PATHS = frozenset({OPENAPI_PATH})
+
+
+def _bypass(auth: Middleware, self_authenticating: frozenset[str]) -> Middleware:
+    """Let the public documents (GET) and the streams that authenticate in-band skip the bearer check."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in (hdrs.METH_GET, hdrs.METH_HEAD) and (
+            request.path in PUBLIC_API_PATHS or request.path in self_authenticating
+        ):
+            return await handler(request)
+        return await auth(request, handler)
+
+    return middleware
+
+
+def middlewares(auth: Middleware, *, self_authenticating: frozenset[str] = frozenset()) -> list[Middleware]:
+    """Middlewares in order (outermost first): errors, CORS preflight, body size, auth, rate limit.
+
+    ``self_authenticating``: GET paths whose handler authenticates itself (the WebSocket's auth
+    message, SSE's bearer header or ticket).
+    """
+    return [
+        error_middleware,
+        cors_preflight_middleware,
+        body_limit_middleware,
+        _bypass(auth, self_authenticating),
+        rate_limit_middleware,
+    ]
