@@ -119,6 +119,9 @@ INVALID: dict[str, str] = {
     "default_home": "home one",
     "zeroconf": "perhaps",
     "log_level": "verbose",
+    "ws_allow_no_origin": "sometimes",
+    "ws_max_connections_per_user": "0",
+    "ws_max_message_bytes": "100",
 }
 
 

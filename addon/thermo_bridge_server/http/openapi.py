@@ -155,6 +155,15 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
+    "Ticket": {
+        "type": "object",
+        "required": ["ticket", "expires_in"],
+        "additionalProperties": False,
+        "properties": {
+            "ticket": {"type": "string", "description": "Pass as ?ticket= to GET /api/v1/events, once."},
+            "expires_in": {"type": "number", "description": "Seconds the ticket stays valid."},
+        },
+    },
     "Command": {
         "type": "object",
         "required": ["id", "device_id", "values", "status", "reason", "created_at", "updated_at"],
@@ -269,6 +278,8 @@ DEVICE_ID = _param(
 TIME = {"type": "string", "description": "ISO-8601 (naive = UTC) or epoch seconds."}
 _SUB = _param("sub", "path", {"type": "string", "maxLength": 256}, "The user's Auth0 subject (URL-encoded).")
 DURATION = {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(ms|s|m|h|d)?$"}
+LIST = {"type": "string", "maxLength": 65536, "description": "Comma-separated values."}
+POSITION = {"type": "string", "pattern": "^[0-9a-f]{1,64}:[0-9]{1,16}$", "description": "<epoch>:<offset>"}
 
 
 def _operation(
@@ -298,7 +309,9 @@ def _operation(
         "503": "ServiceUnavailable",
     }
     for status in sorted(set(errors)):
-        if status == "422":
+        if status == "409":
+            responses[status] = _json("The idempotency key was used for another device or other values.", _ref("Error"))
+        elif status == "422":
             responses[status] = _json(
                 "The device refuses these values (details: protocol reason and path).", _ref("Error")
             )
@@ -402,9 +415,19 @@ def build_paths() -> dict[str, Any]:
                 ),
                 tag="commands",
                 permission="write:devices",
-                params=[DEVICE_ID],
+                params=[
+                    DEVICE_ID,
+                    _param(
+                        "Idempotency-Key",
+                        "header",
+                        {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"},
+                        "Makes the command safe to send again: the same user sending the same key gets the"
+                        " existing command (its current status) and nothing is published twice. The WebSocket's"
+                        " send_command honours the same keys.",
+                    ),
+                ],
                 body="CommandRequest",
-                errors=(*body_errors, "422"),
+                errors=(*body_errors, "409", "422"),
             )
         },
         p + "/commands/{command_id}": {
@@ -480,6 +503,59 @@ def build_paths() -> dict[str, Any]:
                         "At most this many (default 100).",
                     )
                 ],
+            )
+        },
+        f"{p}/ws": {
+            "get": {
+                "operationId": "openWebSocket",
+                "summary": "The real-time WebSocket API (the messages: docs/asyncapi.yaml, docs/websocket.md)",
+                "description": "An upgrade to a WebSocket. The token is sent in the first message, never in the URL;"
+                " a browser's Origin must be the server's own or one of cors_origins.",
+                "tags": ["realtime"],
+                "security": [],
+                "responses": {
+                    "101": {"description": "Switching protocols: the auth phase starts with auth_required."},
+                    "403": _json("The Origin is not allowed (origin_not_allowed).", _ref("Error")),
+                    "426": _json("Not a WebSocket upgrade request (upgrade_required).", _ref("Error")),
+                    "429": _resp("TooManyRequests"),
+                    "503": _json("The server is shutting down.", _ref("Error")),
+                },
+            }
+        },
+        f"{p}/events": {
+            "get": _operation(
+                "streamEvents",
+                "The same events as Server-Sent Events (text/event-stream)",
+                "200",
+                {
+                    "description": "An endless stream: ready, a snapshot when not resumed, then every matching event"
+                    " (SSE id <epoch>:<offset>) and keep-alive comments (docs/websocket.md).",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                tag="realtime",
+                permission="read:devices",
+                params=[
+                    _param("devices", "query", LIST, "Only these devices (comma-separated ids)."),
+                    _param("kinds", "query", LIST, "Only these kinds (thermostat, sensor)."),
+                    _param("homes", "query", LIST, "Only these homes."),
+                    _param("events", "query", LIST, "Only these event types."),
+                    _param("since", "query", POSITION, "Resume after this position (as Last-Event-ID)."),
+                    _param(
+                        "ticket", "query", {"type": "string", "maxLength": 128}, "A ticket from POST events/tickets."
+                    ),
+                    _param("Last-Event-ID", "header", POSITION, "Set by EventSource on reconnect: resume after it."),
+                ],
+            )
+            | {"security": [{"bearerAuth": []}, {}]}
+        },
+        f"{p}/events/tickets": {
+            "post": _operation(
+                "createEventTicket",
+                "A single-use ticket for one EventSource connection (browsers cannot send headers)",
+                "201",
+                _json("Valid for expires_in seconds, once, on any replica.", _ref("Ticket")),
+                tag="realtime",
+                permission="read:devices",
             )
         },
         f"{p}/openapi.json": {

@@ -15,8 +15,8 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from thermo_bridge_server.access import Access
 from thermo_bridge_server.realtime.hub import Hub, Published, Subscription
@@ -78,6 +78,7 @@ class Connection:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (queue length to wait for, future)
         self._peak: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         self.sent = 0
 
     # ---------------------------------------------------------------- queue
@@ -210,7 +211,12 @@ class Connection:
         self._detach()
         if drop_queue:
             self._queue.clear()
-        _spawn(self._close(code, reason, drain=not drop_queue))
+        self._closer = asyncio.get_running_loop().create_task(self._close(code, reason, drain=not drop_queue))
+
+    async def wait_closed(self) -> None:
+        """Wait until the close started by ``finish`` is done (a handler returns only then)."""
+        if self._closer is not None:
+            await asyncio.shield(self._closer)
 
     async def close_after_drain(self, code: int, reason: str, seconds: float) -> None:
         """Write what is queued (for at most ``seconds``), then close: a graceful shutdown's last step."""
@@ -245,12 +251,3 @@ class Connection:
             await asyncio.gather(self._writer, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.transport.close(code, reason)
-
-
-_BACKGROUND: set[asyncio.Task[Any]] = set()
-
-
-def _spawn(coro: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.get_running_loop().create_task(coro)
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)

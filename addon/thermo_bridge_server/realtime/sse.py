@@ -182,6 +182,7 @@ async def events_handler(request: web.Request, realtime: Realtime) -> web.Stream
     finally:
         if not conn.closing:
             conn.finish(CloseCode.NORMAL, "closed", drop_queue=True)
+        await conn.wait_closed()
     return response
 
 

@@ -214,6 +214,10 @@ def _refuse(status: int, code: str, message: str, headers: dict[str, str] | None
 
 async def websocket_handler(request: web.Request, realtime: Realtime) -> web.StreamResponse:
     """The handshake, the auth phase, then commands until either side closes."""
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        _refuse(
+            426, "upgrade_required", "this is the WebSocket API: send a WebSocket upgrade", {"Upgrade": "websocket"}
+        )
     if not origin_allowed(request, realtime):
         _refuse(403, "origin_not_allowed", "this origin may not open a WebSocket to this server")
     if not realtime.accepting:
@@ -314,3 +318,4 @@ async def _serve(ws: web.WebSocketResponse, realtime: Realtime, principal: Princ
         session.stop()
         if not conn.closing:
             conn.finish(ws.close_code or CloseCode.NORMAL, "closed", drop_queue=True)
+        await conn.wait_closed()

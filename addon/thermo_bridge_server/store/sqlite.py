@@ -126,6 +126,16 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+def _connect_and_migrate(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = _connect(path, synchronous)
+    try:
+        apply_migrations(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 _Op = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]
 
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, ValueError, TypeError)
@@ -266,12 +276,9 @@ class SQLiteStore(BatchingStore):
             return
         self._loop = asyncio.get_running_loop()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = await asyncio.to_thread(_connect, self.path, self.synchronous)
-        try:
-            await asyncio.to_thread(apply_migrations, conn)
-        except BaseException:
-            conn.close()
-            raise
+        # Shielded: the thread owns the connection until it returns it, even if open() is cancelled
+        # (closing it under a running migration would crash the sqlite3 module).
+        conn = await asyncio.shield(asyncio.to_thread(_connect_and_migrate, self.path, self.synchronous))
         self._executor = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="store-read")
         self._thread = threading.Thread(target=self._run, args=(conn,), name="store-writer", daemon=True)
         self._open = True
