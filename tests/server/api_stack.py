@@ -172,6 +172,7 @@ class ServerStack:
         self.app: web.Application | None = None
         self.client: ApiClient | None = None
         self.config: ServerConfig | None = None
+        self.port = 0
 
     @property
     def components(self) -> Components:
@@ -192,21 +193,33 @@ class ServerStack:
         await asyncio.to_thread(self.broker.start)
         await self.jwks.start()
         self.config = make_config(self.broker, self.workdir / "store.db", self.jwks, **self.env)
-        self.app = await create_app(self.config)
-        self.app.router.add_routes(self.extra_routes)
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        runner = self.runner
-        self.components.metrics.open_connections = lambda: len(runner.server.connections) if runner.server else 0
-        self.client = ApiClient(f"http://127.0.0.1:{port}", self.jwks)
+        await self._serve(0)
         if self.simulate:
             self.simulator = Simulator(self.broker.host, self.broker.port, seed=7, **self.sim_args)  # type: ignore[arg-type]
             await asyncio.to_thread(self.simulator.start)
             wanted = set(self.simulator.devices)
             await wait_for(lambda: self._known(wanted), what=f"devices {sorted(wanted)} in the store")
+
+    async def _serve(self, port: int) -> None:
+        assert self.config is not None
+        self.app = await create_app(self.config)
+        self.app.router.add_routes(self.extra_routes)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner = self.runner
+        self.components.metrics.open_connections = lambda: len(runner.server.connections) if runner.server else 0
+        if self.client is not None:
+            await self.client.close()
+        self.client = ApiClient(f"http://127.0.0.1:{self.port}", self.jwks)
+
+    async def restart(self) -> None:
+        """A graceful stop of the server (SIGTERM's path) and a new one on the same port and database."""
+        assert self.runner is not None
+        await self.runner.cleanup()
+        await self._serve(self.port)
 
     async def _known(self, wanted: set[str]) -> bool:
         devices = await self.components.store.list_devices()
