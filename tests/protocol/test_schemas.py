@@ -42,10 +42,14 @@ ASSERTED = (frozenset(Draft202012Validator.VALIDATORS) | {"then", "else"}) - {"f
 SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
 SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 SCHEMAS_IN = ("additionalProperties", "propertyNames", "items", "contains", "not", "if", "then", "else")
+# The Supervisor reads every file named config.* in the repository as an add-on manifest.
+SCHEMA_FILES = {"config": "device-config.schema.json"}
 
 
 def schema(kind: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((SCHEMAS / f"{kind}.schema.json").read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(
+        (SCHEMAS / SCHEMA_FILES.get(kind, f"{kind}.schema.json")).read_text(encoding="utf-8")
+    )
     return data
 
 
