@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # n
 from thermo_bridge_protocol import (
     COMMAND_KEYS,
     MEASUREMENT_TYPES,
+    CommandStatus,
     HvacAction,
     HvacMode,
     Setpoint,
@@ -26,7 +27,7 @@ from thermo_bridge_protocol import (
     encode_config,
     encode_state,
 )
-from thermo_bridge_protocol.codec import _ACK_KEYS, _CONFIG_KEYS, _EVENT_KEYS, _THERMOSTAT_KEYS
+from thermo_bridge_protocol.codec import _ACK_KEYS, _CONFIG_KEYS, _EVENT_KEYS, _REPORT_KEYS, _THERMOSTAT_KEYS
 from thermo_bridge_protocol.models import THERMOSTAT_ENUM_STATE, THERMOSTAT_NUMBER_STATE
 from thermo_bridge_sim import devices
 from thermo_bridge_sim.simulator import Simulator
@@ -34,7 +35,7 @@ from thermo_bridge_sim.simulator import Simulator
 ROOT = Path(__file__).parent.parent.parent
 SCHEMAS = ROOT / "docs" / "schemas"
 FIXTURES = ROOT / "tests" / "fixtures" / "protocol"
-KINDS = ("config", "state", "availability", "set", "ack", "event")
+KINDS = ("config", "state", "availability", "set", "ack", "event", "command")
 
 ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "$defs", "title", "description", "default", "examples"})
 ASSERTED = (frozenset(Draft202012Validator.VALIDATORS) | {"then", "else"}) - {"format"}
@@ -147,10 +148,11 @@ CONTEXTUAL = {
         "humidity range inverted",
     },
     "ack": set(),
+    "command": set(),
 }
 
 
-@pytest.mark.parametrize("kind", ["config", "ack"])
+@pytest.mark.parametrize("kind", ["config", "ack", "command"])
 def test_context_free_invalid_fixtures_fail_their_schema(kind: str) -> None:
     passed = []
     for case in fixtures(kind)["invalid"]:
@@ -197,6 +199,8 @@ def test_schemas_list_exactly_the_keys_the_parser_knows() -> None:
     assert set(schema("set")["properties"]) == {"id", *COMMAND_KEYS}
     assert set(schema("ack")["properties"]) == _ACK_KEYS
     assert set(schema("event")["properties"]) == _EVENT_KEYS
+    assert set(schema("command")["properties"]) == _REPORT_KEYS
+    assert set(schema("command")["properties"]["values"]["properties"]) == set(COMMAND_KEYS)
 
 
 def test_schema_enums_match_the_models() -> None:
@@ -205,6 +209,8 @@ def test_schema_enums_match_the_models() -> None:
     assert thermostat["setpoint"]["enum"] == [str(s) for s in Setpoint]
     assert schema("state")["properties"]["hvac_action"]["enum"] == [*(str(a) for a in HvacAction), None]
     assert schema("set")["properties"]["hvac_mode"]["enum"] == [str(m) for m in HvacMode]
+    assert schema("command")["properties"]["values"]["properties"]["hvac_mode"]["enum"] == [str(m) for m in HvacMode]
+    assert schema("command")["properties"]["status"]["enum"] == [str(s) for s in CommandStatus]
 
 
 def test_validation_catches_what_it_claims() -> None:
