@@ -26,6 +26,8 @@ the entity and is logged.
 
 EVENT_THERMO_BRIDGE: Final = "thermo_bridge_event"
 """Bus event fired for every device event (see README for the payload)."""
+EVENT_THERMO_BRIDGE_COMMAND: Final = "thermo_bridge_command"
+"""Bus event fired when a command sent through the add-on server reached its outcome."""
 
 ZEROCONF_TYPE: Final = "_thermo-bridge._tcp.local."
 

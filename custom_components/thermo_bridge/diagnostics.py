@@ -13,8 +13,9 @@ from .bridge import Bridge, ThermoBridgeConfigEntry
 from .const import DOMAIN
 from .device import DeviceData
 
-TO_REDACT = {"username", "password", "token", "secret", "serial", "serial_number", "mac", "ip"}
-"""Keys that never leave the house; device payloads are free-form where devices add data."""
+TO_REDACT = {"username", "password", "token", "secret", "serial", "serial_number", "mac", "ip", "user"}
+"""Keys that never leave the house (``user``: who sent a command through the add-on server);
+device payloads are free-form where devices add data."""
 
 
 def _plain(value: object) -> object:
