@@ -11,7 +11,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from custom_components.thermo_bridge.const import EVENT_THERMO_BRIDGE_COMMAND
 from custom_components.thermo_bridge.diagnostics import async_get_config_entry_diagnostics
 
-from .conftest import THERMOSTAT_ID, get_device, send
+from .conftest import THERMOSTAT_CONFIG, THERMOSTAT_ID, SetupEntry, get_device, send
 
 REPORT: dict[str, Any] = {
     "id": "9f2c4e1ab3d05e77",
@@ -68,3 +68,16 @@ async def test_invalid_or_unknown_reports_fire_nothing(hass: HomeAssistant, ther
     await send(hass, "not_announced", "command", REPORT)
     assert events == []
     assert dict(bridge.rejected_by_reason) == {"invalid_value": 1, "missing_key": 1, "unknown_device": 1}
+
+
+async def test_reports_for_a_device_of_another_entry_fire_nothing(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
+    """The same device id under a second base topic belongs to the first entry: its reports there are ignored."""
+    await setup_entry()
+    await setup_entry(base="other/base")
+    await send(hass, THERMOSTAT_ID, "config", THERMOSTAT_CONFIG)
+    await send(hass, THERMOSTAT_ID, "config", THERMOSTAT_CONFIG, base="other/base")
+    events: list[Event] = async_capture_events(hass, EVENT_THERMO_BRIDGE_COMMAND)
+    await send(hass, THERMOSTAT_ID, "command", REPORT, base="other/base")
+    assert events == []
+    await send(hass, THERMOSTAT_ID, "command", REPORT)
+    assert len(events) == 1
