@@ -548,3 +548,71 @@ async def test_a_slow_consumer_is_closed_with_its_position_and_the_others_keep_u
     reason = json.loads(slow_conn.position_reason("slow_consumer", store.epoch))
     assert reason == {"code": "slow_consumer", "epoch": store.epoch, "offset": slow_conn.last_offset}
     assert not fast.closed.is_set()
+
+
+async def test_a_peer_that_stops_answering_pings_is_dropped(stack: ServerStack, clients: list[WsClient]) -> None:
+    realtime = stack.components.realtime
+    original = realtime.settings
+    realtime.settings = dataclasses.replace(original, heartbeat=0.4)
+    try:
+        session = aiohttp.ClientSession()
+        try:
+            url = stack.api.base_url.replace("http://", "ws://") + "/api/v1/ws"
+            ws = await session.ws_connect(url, autoping=False)  # never answers the server's pings
+            await ws.receive_json(timeout=10)
+            await ws.send_json({"type": "auth", "access_token": token(stack, "alice")})
+            assert (await ws.receive_json(timeout=10))["type"] == "auth_ok"
+            async with asyncio.timeout(10):
+                while (msg := await ws.receive()).type is aiohttp.WSMsgType.PING:
+                    pass
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+            await wait_for(
+                lambda: not [c for c in realtime.connections if c.access.principal.sub == "auth0|alice"],
+                what="the dead peer's stream released",
+            )
+        finally:
+            await session.close()
+    finally:
+        realtime.settings = original
+
+
+async def test_connections_waiting_to_authenticate_are_capped_per_address(
+    stack: ServerStack, clients: list[WsClient]
+) -> None:
+    realtime = stack.components.realtime
+    original = realtime.settings
+    realtime.settings = dataclasses.replace(original, max_unauthenticated_per_address=3)
+    try:
+        waiting = [new(stack, clients) for _ in range(3)]
+        for client in waiting:
+            await client.connect(None)  # handshake done, no auth sent
+        extra = new(stack, clients)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await extra.connect(None)
+        assert refused.value.status == 429
+        assert refused.value.headers is not None
+        assert refused.value.headers["Retry-After"] == "5"
+        await waiting[0].close()
+        await wait_for(lambda: realtime.unauthenticated.get("127.0.0.1", 0) < 3, what="a slot freed")
+        again = new(stack, clients)
+        assert (await again.connect(token(stack, "alice")))["type"] == "auth_ok"
+    finally:
+        realtime.settings = original
+
+
+async def test_commands_share_the_per_user_rate_limit(stack: ServerStack, clients: list[WsClient]) -> None:
+    from thermo_bridge_server.ratelimit import RateLimiter  # noqa: PLC0415
+
+    realtime = stack.components.realtime
+    original = realtime.command_limiter
+    realtime.command_limiter = RateLimiter(60, burst=2)
+    try:
+        alice = await authed(stack, clients, "alice")
+        answers = [
+            await alice.request({"type": "send_command", "device_id": T1, "values": {"hvac_mode": "heat"}})
+            for _ in range(3)
+        ]
+        assert [a["success"] for a in answers] == [True, True, False]
+        assert answers[2]["error"]["code"] == "rate_limited"
+    finally:
+        realtime.command_limiter = original
