@@ -169,7 +169,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         client_max_size=config.max_body_bytes,
     )
     app[COMPONENTS] = components
-    document = build_document(version)
+    document = build_document(version, homes_claim=auth_settings.homes_claim)
     setup_http(
         app,
         HttpContext(
@@ -201,7 +201,9 @@ async def _authenticator(
     config: ServerConfig, session: aiohttp.ClientSession
 ) -> tuple[Authenticator, DevIssuer | None]:
     if config.dev_auth:
-        dev_issuer = await asyncio.to_thread(DevIssuer, config.dev_key_path, issuer=dev_issuer_url(config), warn=True)
+        dev_issuer = await asyncio.to_thread(
+            DevIssuer, config.dev_key_path, issuer=dev_issuer_url(config), homes_claim=config.homes_claim, warn=True
+        )
         return dev_issuer.authenticator(session), dev_issuer
     if config.auth is None:  # load_config refuses this; keep the guard for programmatic use
         raise ValueError("auth settings are required unless dev_auth is enabled")

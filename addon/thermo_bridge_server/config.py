@@ -84,6 +84,9 @@ def _safe_repr(obj: object, secret: frozenset[str], urls: frozenset[str] = froze
     return f"{type(obj).__name__}({', '.join(items)})"
 
 
+DEFAULT_HOMES_CLAIM = "https://thermo-bridge.dev/homes"
+"""The access-token claim that lists a user's homes unless ``auth0_homes_claim`` names another."""
+
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 """Signature algorithms that can be checked against a JWKS of RSA keys."""
 
@@ -101,7 +104,7 @@ class AuthSettings:
     unknown_kid_cooldown: float = 60
     permissions_claim: str = "permissions"
     scope_claim: str = "scope"
-    homes_claim: str = "https://thermo-bridge.dev/homes"
+    homes_claim: str = DEFAULT_HOMES_CLAIM
     read_permission: str = "read:devices"
     write_permission: str = "write:devices"
     admin_permission: str = "admin"
@@ -182,6 +185,7 @@ class ServerConfig:
     default_home: str
     zeroconf: bool
     log_level: str
+    homes_claim: str = DEFAULT_HOMES_CLAIM
     ws_allow_no_origin: bool = False
     ws_max_connections_per_user: int = 20
     ws_max_message_bytes: int = 64 * 1024
@@ -347,6 +351,19 @@ def _origins(value: object) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Claims the server reads for other purposes, or that RFC 7519 registers: never a homes claim.
+_RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "azp", "scope", "permissions"})
+
+
+def _claim_name(value: object) -> str:
+    name = _text()(value)
+    if len(name) > 256 or not name.isprintable():
+        raise vol.Invalid("must be at most 256 printable characters")
+    if name in _RESERVED_CLAIMS:
+        raise vol.Invalid(f"{name!r} is a claim with another meaning; use a namespaced name like https://example.com/homes")
+    return name
+
+
 def _log_level(value: object) -> str:
     if not isinstance(value, str) or value.strip().lower() not in LOG_LEVELS:
         raise vol.Invalid(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -411,6 +428,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("auth0_domain", _domain, "Auth0 tenant domain (issuer https://<domain>/)"),
     Option("auth0_audience", _text(), "Auth0 API audience (identifier)"),
     Option("auth0_jwks_url", _url, "JWKS URL (default https://<domain>/.well-known/jwks.json)"),
+    Option("auth0_homes_claim", _claim_name, "access-token claim listing the user's homes", DEFAULT_HOMES_CLAIM),
     Option("auth_leeway", _number(0, 300), "clock skew tolerated on exp/nbf/iat, seconds", 30.0),
     Option("dev_auth", _boolean, "DEV ONLY: the server issues its own tokens", default=False, flag=True),
     Option("dev_key_path", _text(), "DEV ONLY: signing key file", "thermo_bridge_dev_key.pem", "/data/dev_key.pem"),
@@ -532,6 +550,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             audience=values["auth0_audience"],
             jwks_url=values["auth0_jwks_url"],
             leeway=values["auth_leeway"],
+            homes_claim=values["auth0_homes_claim"],
         )
     return ServerConfig(
         mqtt=mqtt,
@@ -550,6 +569,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         default_home=values["default_home"],
         zeroconf=values["zeroconf"],
         log_level=values["log_level"],
+        homes_claim=values["auth0_homes_claim"],
         ws_allow_no_origin=values["ws_allow_no_origin"],
         ws_max_connections_per_user=values["ws_max_connections_per_user"],
         ws_max_message_bytes=values["ws_max_message_bytes"],

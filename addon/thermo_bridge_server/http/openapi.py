@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any
 
+from thermo_bridge_server.config import DEFAULT_HOMES_CLAIM
+
 from .context import API_PREFIX
 from .routes.admin import MAX_DEAD_LETTERS
 from .routes.devices import MAX_HISTORY_POINTS
@@ -596,8 +598,8 @@ def build_paths() -> dict[str, Any]:
     }
 
 
-def build_document(version: str = "0.1.0") -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document."""
+def build_document(version: str = "0.1.0", *, homes_claim: str = DEFAULT_HOMES_CLAIM) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document (``homes_claim``: the configured ``auth0_homes_claim``)."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -607,7 +609,7 @@ def build_document(version: str = "0.1.0") -> dict[str, Any]:
                 "REST API of the thermo_bridge add-on server: devices, latest state, history and commands "
                 "of MQTT thermostats and sensors. Every error has the body of the Error schema. Access: a "
                 "user sees the devices of the homes granted to their sub server-side plus those in their "
-                "token's https://thermo-bridge.dev/homes claim; admins see every device."
+                f"token's {homes_claim} claim; admins see every device."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
