@@ -44,6 +44,7 @@ _LOGGER = logging.getLogger(__name__)
 
 RETENTION_INTERVAL = 3600.0
 SHUTDOWN_TIMEOUT = 10.0
+MAX_HEADER_FIELD_BYTES = 16_384
 
 
 @functools.cache
@@ -140,6 +141,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             allow_no_origin=config.ws_allow_no_origin,
             max_connections_per_user=config.ws_max_connections_per_user,
             max_message_bytes=config.ws_max_message_bytes,
+            handshakes_per_minute=config.ws_handshakes_per_minute,
         ),
         limiter,
     )
@@ -167,6 +169,9 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             auth_middleware(authenticator, protected_prefix=API_PREFIX), self_authenticating=SELF_AUTHENTICATING
         ),
         client_max_size=config.max_body_bytes,
+        # aiohttp's 8190-byte header limit would answer a token near max_token_bytes with its own
+        # plain 400 before the auth layer sees it: the auth layer enforces the token limit (401).
+        handler_args={"max_field_size": MAX_HEADER_FIELD_BYTES},
     )
     app[COMPONENTS] = components
     document = build_document(version, homes_claim=auth_settings.homes_claim)
@@ -187,6 +192,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             metrics=metrics,
             openapi=lambda: document,
             rate_limiter=limiter,
+            address_limiter=RateLimiter(config.rate_limit_unauthenticated_per_minute),
         ),
     )
     setup_realtime(app, realtime)

@@ -186,8 +186,10 @@ class ServerConfig:
     zeroconf: bool
     log_level: str
     homes_claim: str = DEFAULT_HOMES_CLAIM
+    rate_limit_unauthenticated_per_minute: int = 60
     ws_allow_no_origin: bool = False
     ws_max_connections_per_user: int = 20
+    ws_handshakes_per_minute: int = 120
     ws_max_message_bytes: int = 64 * 1024
     # Under the Supervisor: where its API is and the token for it (None when standalone).
     supervisor_url: str | None = None
@@ -360,7 +362,9 @@ def _claim_name(value: object) -> str:
     if len(name) > 256 or not name.isprintable():
         raise vol.Invalid("must be at most 256 printable characters")
     if name in _RESERVED_CLAIMS:
-        raise vol.Invalid(f"{name!r} is a claim with another meaning; use a namespaced name like https://example.com/homes")
+        raise vol.Invalid(
+            f"{name!r} is a claim with another meaning; use a namespaced name like https://example.com/homes"
+        )
     return name
 
 
@@ -425,6 +429,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_body_bytes", _integer(256, 16 * 1024 * 1024), "largest accepted request body", 64 * 1024),
     Option("cors_origins", _origins, "web-app origins allowed by CORS (comma-separated)", ()),
     Option("rate_limit_per_minute", _integer(1, 1_000_000), "requests per minute per user", 120),
+    Option(
+        "rate_limit_unauthenticated_per_minute",
+        _integer(1, 1_000_000),
+        "requests refused with 401 per minute per client address before 429",
+        60,
+    ),
     Option("auth0_domain", _domain, "Auth0 tenant domain (issuer https://<domain>/)"),
     Option("auth0_audience", _text(), "Auth0 API audience (identifier)"),
     Option("auth0_jwks_url", _url, "JWKS URL (default https://<domain>/.well-known/jwks.json)"),
@@ -436,6 +446,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("zeroconf", _boolean, "advertise the server with zeroconf", default=True, flag=True),
     Option("ws_allow_no_origin", _boolean, "accept WebSockets without Origin (not browsers)", default=False, flag=True),
     Option("ws_max_connections_per_user", _integer(1, 10_000), "WebSocket and SSE streams one user may hold", 20),
+    Option("ws_handshakes_per_minute", _integer(1, 1_000_000), "WebSocket handshakes per minute per address", 120),
     Option("ws_max_message_bytes", _integer(1024, 16 * 1024 * 1024), "largest WebSocket message accepted", 64 * 1024),
     Option("log_level", _log_level, "debug, info, warning, error or critical", "info"),
 )  # fmt: skip
@@ -570,6 +581,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         zeroconf=values["zeroconf"],
         log_level=values["log_level"],
         homes_claim=values["auth0_homes_claim"],
+        rate_limit_unauthenticated_per_minute=values["rate_limit_unauthenticated_per_minute"],
+        ws_handshakes_per_minute=values["ws_handshakes_per_minute"],
         ws_allow_no_origin=values["ws_allow_no_origin"],
         ws_max_connections_per_user=values["ws_max_connections_per_user"],
         ws_max_message_bytes=values["ws_max_message_bytes"],

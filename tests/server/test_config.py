@@ -125,6 +125,7 @@ INVALID: dict[str, str] = {
     "max_body_bytes": "12",
     "cors_origins": "ftp://x.example.com",
     "rate_limit_per_minute": "0",
+    "rate_limit_unauthenticated_per_minute": "-1",
     "auth0_domain": "not a domain",
     "auth0_audience": " ",
     "auth0_jwks_url": "file:///etc/passwd",
@@ -137,6 +138,7 @@ INVALID: dict[str, str] = {
     "log_level": "verbose",
     "ws_allow_no_origin": "sometimes",
     "ws_max_connections_per_user": "0",
+    "ws_handshakes_per_minute": "0",
     "ws_max_message_bytes": "100",
 }
 

@@ -62,7 +62,7 @@ def bearer_token(request: web.Request) -> str | None:
     separator, token, rest = match["separator"], match["token"], match["rest"]
     if not token:
         raise invalid_request_error("Bearer scheme without a token")
-    if separator.strip(" "):
+    if not separator or separator.strip(" "):
         raise invalid_request_error("the scheme and the token must be separated by spaces")
     if rest:
         raise invalid_request_error("unexpected data after the token")

@@ -41,6 +41,8 @@ class HttpContext:
     metrics: Metrics
     openapi: Callable[[], Mapping[str, Any]]
     rate_limiter: RateLimiter
+    address_limiter: RateLimiter
+    """Requests refused with 401, per client address."""
 
     @property
     def counters(self) -> HttpCounters:

@@ -1,8 +1,9 @@
 """The middlewares every HTTP request passes (outermost first) and the response headers.
 
 errors (one JSON shape, never internals) → CORS pre-flight (before authentication: browsers
-send it without a token) → declared body size → authentication (``auth.bearer``; the public
-OpenAPI document skips it) → per-user rate limit.
+send it without a token) → declared body size → per-address limit of requests refused with
+401 → authentication (``auth.bearer``; the public OpenAPI document skips it) → per-user rate
+limit.
 """
 
 from __future__ import annotations
@@ -107,15 +108,47 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         wait = request.app[HTTP].rate_limiter.take(principal.sub)
         if wait > 0:
             request.app[HTTP].counters.rate_limited += 1
-            retry = max(1, math.ceil(wait))
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"too many requests; retry in {retry} s",
-                details={"retry_after": retry},
-                headers={hdrs.RETRY_AFTER: str(retry)},
-            )
+            raise _too_many(wait, "too many requests")
     return await handler(request)
+
+
+def _too_many(wait: float, message: str) -> ApiError:
+    retry = max(1, math.ceil(wait))
+    return ApiError(
+        429,
+        "rate_limited",
+        f"{message}; retry in {retry} s",
+        details={"retry_after": retry},
+        headers={hdrs.RETRY_AFTER: str(retry)},
+    )
+
+
+@web.middleware
+async def unauthenticated_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Per client address, every request refused with 401 takes a token; with none left it gets 429.
+
+    Counted after the token was checked, so a valid token is never refused by this limit: behind
+    a reverse proxy every client has the proxy's address, and one client sending bad tokens
+    must not lock the others out. It slows down probing (forged tokens, guessed SSE tickets).
+    """
+    ctx = request.app[HTTP]
+    try:
+        response = await handler(request)
+    except ApiError as err:
+        if err.status != 401:
+            raise
+        refused: ApiError | web.StreamResponse = err
+    else:
+        if response.status != 401:
+            return response
+        refused = response
+    wait = ctx.address_limiter.take(request.remote or "unknown")
+    if wait > 0:
+        ctx.counters.rate_limited += 1
+        raise _too_many(wait, "too many requests without a valid token from this address")
+    if isinstance(refused, ApiError):
+        raise refused
+    return refused
 
 
 CORS_ALLOW_METHODS = "GET, POST, PUT, OPTIONS"
@@ -198,7 +231,10 @@ def _bypass(auth: Middleware, self_authenticating: frozenset[str]) -> Middleware
 
 
 def middlewares(auth: Middleware, *, self_authenticating: frozenset[str] = frozenset()) -> list[Middleware]:
-    """Middlewares in order (outermost first): errors, CORS preflight, body size, auth, rate limit.
+    """Middlewares in order, outermost first.
+
+    Errors, CORS preflight, body size, the per-address limit of refused requests, auth, the
+    per-user rate limit.
 
     ``self_authenticating``: GET paths whose handler authenticates itself (the WebSocket's auth
     message, SSE's bearer header or ticket).
@@ -207,6 +243,7 @@ def middlewares(auth: Middleware, *, self_authenticating: frozenset[str] = froze
         error_middleware,
         cors_preflight_middleware,
         body_limit_middleware,
+        unauthenticated_limit_middleware,
         _bypass(auth, self_authenticating),
         rate_limit_middleware,
     ]
