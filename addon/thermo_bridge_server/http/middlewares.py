@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
@@ -188,13 +189,73 @@ async def cors_preflight_middleware(request: web.Request, handler: Handler) -> w
     return await handler(request)
 
 
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+"""The API's policy: JSON and event streams load nothing, and nothing may frame them."""
+
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": API_CSP,
     "Cache-Control": "no-store",
 }
+"""On every response; a response that sets its own (the dashboard page) keeps its values."""
+
+INGRESS_PROXY = "172.30.32.2"
+"""The Supervisor's ingress proxy: the only peer whose ``X-Ingress-Path`` is believed."""
+
+
+def served_under_ingress(request: web.Request) -> bool:
+    """Whether Home Assistant's ingress proxy forwarded this request (the page is framed by HA)."""
+    return request.remote == INGRESS_PROXY and "X-Ingress-Path" in request.headers
+
+
+def page_csp(auth_origin: str | None, *, ingress: bool) -> str:
+    """The policy of the dashboard page served at ``/`` (a Lit + uPlot single-page app).
+
+    Everything from the server's own origin, no inline script or style: Lit applies its styles
+    as constructable stylesheets (``adoptedStyleSheets``) and uPlot sets styles through the
+    CSSOM, neither of which ``style-src`` governs. ``connect-src`` adds the Auth0 tenant
+    (``auth_origin``) for the token and refresh-token calls of the SPA SDK; login itself is a
+    top-level redirect. ``'self'`` covers the WebSocket to the same host (CSP 3). Framing:
+    only by Home Assistant's frontend when served through ingress (same origin as HA),
+    otherwise never.
+    """
+    connect = "'self'" if not auth_origin else f"'self' {auth_origin}"
+    ancestors = "'self'" if ingress else "'none'"
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "font-src 'self'",
+            "manifest-src 'self'",
+            f"connect-src {connect}",
+            "base-uri 'none'",
+            "form-action 'none'",
+            f"frame-ancestors {ancestors}",
+        )
+    )
+
+
+def auth_origin(issuer: str) -> str:
+    """The origin (scheme, host, port) of the token issuer, for ``page_csp``."""
+    parts = urlsplit(issuer)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def page_security_headers(auth_origin: str | None, *, ingress: bool) -> dict[str, str]:
+    """Headers the dashboard page sets itself (``on_response_prepare`` fills in the rest)."""
+    return {
+        "Content-Security-Policy": page_csp(auth_origin, ingress=ingress),
+        "X-Frame-Options": "SAMEORIGIN" if ingress else "DENY",
+        # The page opens Auth0's login in a popup in some flows; it must keep its opener.
+        "Cross-Origin-Opener-Policy": "same-origin-allow-popups",
+        "Cache-Control": "no-cache",
+    }
+
+
 SERVER_HEADER = "thermo_bridge"  # no version banner
 
 
