@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from thermo_bridge_server.access import unknown_device_error
+from thermo_bridge_server.auth.tokens import MAX_SUB_LENGTH
 from thermo_bridge_server.http.context import API_PREFIX, HTTP, caller
 from thermo_bridge_server.http.params import (
     bad_field,
@@ -23,7 +24,6 @@ from thermo_bridge_server.resources import dead_letter_json, device_json
 _LOGGER = logging.getLogger(__name__)
 
 MAX_HOMES_PER_USER = 256
-MAX_SUB_LENGTH = 256
 MAX_DEAD_LETTERS = 1000
 
 routes = web.RouteTableDef()
