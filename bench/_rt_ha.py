@@ -43,21 +43,24 @@ async def run(args: argparse.Namespace) -> None:
     token = hass.auth.async_create_access_token(refresh)
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()  # the orchestrator has published the devices
-    entities: dict[str, str] = {}
+    entities: dict[str, str] = {}  # each device's temperature sensor
+    climates: dict[str, str] = {}  # each device's climate entity
     async with asyncio.timeout(args.timeout):
-        while len(entities) < args.devices:
+        while len(entities) < args.devices or len(climates) < args.devices:
             await asyncio.sleep(0.2)
-            entities = {}
+            entities, climates = {}, {}
             for entry in _ha.platform_entities(hass, "thermo_bridge"):
-                if entry.domain != "sensor" or not entry.unique_id.endswith("temperature"):
-                    continue
                 state = hass.states.get(entry.entity_id)
                 device = _ha.device_key(hass, entry)
-                if device and state is not None and state.state not in ("unknown", "unavailable"):
+                if not device or state is None or state.state in ("unknown", "unavailable"):
+                    continue
+                if entry.domain == "sensor" and entry.unique_id.endswith("temperature"):
                     entities[entry.entity_id] = device
+                elif entry.domain == "climate":
+                    climates[entry.entity_id] = device
     await _ha.flush_storage(hass)
     port = hass.http.server_port  # Home Assistant as users run it: its collector is left alone
-    print(json.dumps({"port": port, "token": token, "entities": entities}), flush=True)
+    print(json.dumps({"port": port, "token": token, "entities": entities, "climates": climates}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await hass.async_stop()
 
