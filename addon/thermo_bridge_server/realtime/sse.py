@@ -123,6 +123,10 @@ class SseTransport:
         """One event; its id is its position, so Last-Event-ID resumes after it."""
         return f"id: {event.epoch}:{event.offset}\nevent: {event.record.type.value}\ndata: {event.json}\n\n"
 
+    def write_now(self, frame: str) -> bool:
+        """Always queued: the response's chunked encoding belongs to aiohttp's writer."""
+        return False
+
     async def write(self, frame: str) -> None:
         """Write and flush one frame."""
         await self.response.write(frame.encode())
