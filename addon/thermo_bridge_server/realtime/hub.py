@@ -23,6 +23,8 @@ from thermo_bridge_server.access import Access
 from thermo_bridge_server.store.base import INTERNAL_EVENTS, EventRecord, EventType
 
 _DEVICE_CONFIG = frozenset({EventType.DEVICE_ADDED, EventType.DEVICE_UPDATED})
+MAX_BUFFERED = 4096
+"""Live events one subscription may hold while its replay is written out."""
 _STR = json.JSONEncoder(ensure_ascii=False).encode
 
 
@@ -96,6 +98,10 @@ class Sink(Protocol):
         """Queue ``event`` for ``subscription`` (never blocks)."""
         ...
 
+    def abort_slow(self) -> None:
+        """Close the stream: it cannot keep up (its client resumes from its position)."""
+        ...
+
 
 class Subscription:
     """A stream of matching events for one connection; ``buffer`` holds live events during a replay."""
@@ -111,9 +117,11 @@ class Subscription:
         self.until_final = until_final  # a send_command's own stream: ends with the command's outcome
 
     def offer(self, event: Published) -> None:
-        """Deliver or, while the subscription is still replaying, keep for later."""
+        """Deliver or, while the subscription is still replaying, keep for later (bounded)."""
         if self.buffer is not None:
             self.buffer.append(event)
+            if len(self.buffer) > MAX_BUFFERED:
+                self.sink.abort_slow()  # the replay cannot keep up with the live stream
         elif event.offset > self.after:
             self.sink.deliver(self, event)
 
