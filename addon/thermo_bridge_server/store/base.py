@@ -330,6 +330,11 @@ class Store(ABC):
         The newest event-log entry is always kept, so the log's position survives a purge.
         """
 
+    @property
+    def write_error(self) -> str | None:
+        """Why writes fail right now (the writer retries them until they succeed), or None."""
+        return None
+
     @abstractmethod
     async def stats(self) -> Mapping[str, float]:
         """Backend figures for /metrics (queue depth, last batch size, commit latency seconds…)."""
