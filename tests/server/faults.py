@@ -156,6 +156,11 @@ class LoadPublisher:
         self._buf = data[pos:]
 
     # ------------------------------------------------------------------ API
+    @property
+    def in_flight(self) -> int:
+        """Reports sent whose acknowledgement from the broker has not arrived yet."""
+        return len(self._pending)
+
     def publish_retained(self, messages: Iterable[tuple[str, bytes]], timeout: float = 30.0) -> None:
         """Retained messages (configs, availability), acknowledged before this returns."""
         if self._sock is None:
