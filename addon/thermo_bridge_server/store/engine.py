@@ -641,14 +641,20 @@ class BatchingStore(Store):
         kind: str | None = None,
         online: bool | None = None,
         home: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[DeviceRecord]:
         params: list[Any] = []
         where = self._and_any("d.home", homes, params)
-        for condition, value in (("d.kind = ?", kind), ("a.online = ?", online), ("d.home = ?", home)):
+        conditions = (("d.kind = ?", kind), ("a.online = ?", online), ("d.home = ?", home), ("d.device_id > ?", after))
+        for condition, value in conditions:
             if value is not None:
                 where += f" AND {condition}"
                 params.append(value)
         sql = f"{self._DEVICES} WHERE TRUE{where} ORDER BY d.device_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         return [device_from_row(row) for row in await self._fetch(sql, params)]
 
     @override
