@@ -185,9 +185,10 @@ def report(result: dict[str, Any], args: argparse.Namespace, command: str) -> No
     print("| t (s) | events | p50 (ms) | p99 (ms) | REST p50 / p99 (ms) | RSS (MiB) | fds | tasks | errors |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        rest = f"{r['rest_p50']:.1f} / {r['rest_p99']:.1f}"
         print(
-            f"| {r['t']} | {r['events']:,} | {r['p50']:.1f} | {r['p99']:.1f}"
-            f" | {r['rest_p50']:.1f} / {r['rest_p99']:.1f} | {r['rss_mib']:.1f} | {r['fds']:.0f} | {r['tasks']:.0f} | {r['errors']} |"
+            f"| {r['t']} | {r['events']:,} | {r['p50']:.1f} | {r['p99']:.1f} | {rest}"
+            f" | {r['rss_mib']:.1f} | {r['fds']:.0f} | {r['tasks']:.0f} | {r['errors']} |"
         )
     print(
         f"\nGrowth from t={rows[skip - 1]['t'] if skip else 0} s to the end: RSS {pct(growth(rows, 'rss_mib', skip))},"
