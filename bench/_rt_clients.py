@@ -1,6 +1,7 @@
 """Many WebSocket clients in one process, for bench/realtime_fanout.py: the load generator.
 
-Kinds: ``ours`` (the add-on server: auth, ``subscribe`` to the given devices' ``state`` events)
+Kinds: ``ours`` (the add-on server: auth, ``subscribe`` to the given devices' ``state`` events),
+``sse`` (the same events as Server-Sent Events, ``GET /api/v1/events`` with a bearer token)
 and ``ha`` (Home Assistant: auth, ``subscribe_entities`` of the given climate entities). Every
 client reads every frame; one in ``--sample`` parses them and records ``[device, temperature,
 t_monotonic]``, so the generator itself stays cheap. It prints ``{"ready": n}`` once every
@@ -24,6 +25,38 @@ CONNECT_CONCURRENCY = 16
 """Handshakes in flight: under the server's cap on connections in the auth phase per address (20)."""
 
 
+def share_of(index: int, targets: list[str], share: int) -> list[str]:
+    """Client ``index``'s devices: ``share`` of them from its own index on (all with share 0)."""
+    return targets if share <= 0 else [targets[(index + i) % len(targets)] for i in range(share)]
+
+
+async def sse_client(
+    index: int, args: argparse.Namespace, session: aiohttp.ClientSession, gate: asyncio.Semaphore, out: list[Record]
+) -> aiohttp.ClientResponse:
+    devices = ",".join(share_of(index, json.loads(args.targets), args.share))
+    async with gate:
+        resp = await session.get(
+            args.url, params={"devices": devices, "events": "state"}, headers={"Authorization": f"Bearer {args.token}"}
+        )
+        if resp.status != 200:
+            raise SystemExit(f"sse client {index}: {resp.status} {await resp.text()}")
+        async for line in resp.content:  # until ready: the stream has started
+            if line.startswith(b"event: ready"):
+                break
+    asyncio.get_running_loop().create_task(read_sse(resp, index % args.sample == 0, out))
+    return resp
+
+
+async def read_sse(resp: aiohttp.ClientResponse, sampled: bool, out: list[Record]) -> None:
+    loads = json.loads
+    async for line in resp.content:
+        if sampled and line.startswith(b"data: "):
+            now = time.monotonic()
+            event = loads(line[6:])
+            if "values" in event.get("data", {}):
+                out.append([event["device_id"], event["data"]["values"].get("temperature"), now])
+
+
 async def client(
     index: int, args: argparse.Namespace, session: aiohttp.ClientSession, gate: asyncio.Semaphore, out: list[Record]
 ) -> aiohttp.ClientWebSocketResponse:
@@ -36,7 +69,7 @@ async def client(
         if ok.get("type") != "auth_ok":
             raise SystemExit(f"client {index}: {ok}")
         if args.kind == "ours":
-            share = targets if args.share <= 0 else [targets[(index + i) % len(targets)] for i in range(args.share)]
+            share = share_of(index, targets, args.share)
             await ws.send_json({"id": 1, "type": "subscribe", "devices": share, "events": ["state"], "snapshot": False})
             result = await ws.receive_json()
             if not result.get("success"):
@@ -75,16 +108,18 @@ async def main(args: argparse.Namespace) -> None:
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        sockets = await asyncio.gather(*(client(i, args, session, gate, out) for i in range(args.count)))
-        print(json.dumps({"ready": len(sockets)}), flush=True)
+        connect = sse_client if args.kind == "sse" else client
+        streams = await asyncio.gather(*(connect(i, args, session, gate, out) for i in range(args.count)))
+        print(json.dumps({"ready": len(streams)}), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         print(json.dumps(out), flush=True)
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        for stream in streams:
+            stream.close()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--kind", choices=("ours", "ha"), required=True)
+    parser.add_argument("--kind", choices=("ours", "sse", "ha"), required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--count", type=int, required=True)

@@ -4,7 +4,10 @@ Workload ``broadcast`` (the one Home Assistant was measured with): 100 thermosta
 reports per second, every client subscribed to all 100 (ours: ``subscribe`` to their
 ``state`` events; HA: ``subscribe_entities`` of their climate entities), so every report
 reaches every client. Workload ``share`` (the target of the real-time API): 1,000
-thermostats, 100 reports per second, every client subscribed to 10 of them.
+thermostats, 100 reports per second, every client subscribed to 10 of them. Workload
+``latency`` (the SSE run): the latency benchmark's 1,000 thermostats at 1,000 reports per
+second, 100 clients on 10 devices each (every report reaches one client), over SSE and,
+for the ratio, over the WebSocket.
 
 Per connection count: a fresh broker and server (or HA), the devices announced, then the
 load generator (bench/_rt_clients.py, its own process, pinned to the other core) opens and
@@ -37,8 +40,14 @@ from realtime_latency import PREFIX, Proc, device_count, http_ok, mint, percenti
 
 from tests.broker import Mosquitto, free_port  # noqa: E402
 
-WORKLOADS = {"broadcast": (100, 10.0, 0), "share": (1000, 100.0, 10)}
+WORKLOADS = {"broadcast": (100, 10.0, 0), "share": (1000, 100.0, 10), "latency": (1000, 1000.0, 10)}
 """devices, reports per second, devices per client (0: all)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss(pid: int) -> int:
@@ -99,6 +108,7 @@ async def start_ha(broker: Mosquitto, tmp: Path, pub: Publisher, devices: int) -
 
 
 async def trial(variant: str, workload: str, count: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``variant``: ours (WebSocket), sse or ha."""
     devices, rate, share = WORKLOADS[workload]
     tmp = Path(tempfile.mkdtemp(prefix=f"tb-fanout-{variant}-"))
     broker = Mosquitto(tmp / "broker", websockets=False, extra_config="set_tcp_nodelay true\n")
@@ -108,8 +118,10 @@ async def trial(variant: str, workload: str, count: int, args: argparse.Namespac
         broker.start()
         pub = await Publisher.start(broker.port)
         entities = "{}"
-        if variant == "ours":
+        if variant in ("ours", "sse"):
             server, url, token, targets = await start_ours(broker, tmp, pub, devices)
+            if variant == "sse":
+                url = url.replace("ws://", "http://").replace("/api/v1/ws", "/api/v1/events")
         else:
             server, url, token, targets, entities = await start_ha(broker, tmp, pub, devices)
         children.append(server)
@@ -136,10 +148,12 @@ async def trial(variant: str, workload: str, count: int, args: argparse.Namespac
         await asyncio.sleep(2)
         rss_after = rss(server.proc.pid)
         updates = int(rate * args.seconds)
+        cpu0 = cpu_seconds(server.proc.pid), cpu_seconds(clients.proc.pid)
         sent = await pub.request(
             op="updates", variant="ours", prefix=PREFIX, devices=devices, count=updates, rate=rate, qos=0
         )
         await asyncio.sleep(args.drain)
+        cpu1 = cpu_seconds(server.proc.pid), cpu_seconds(clients.proc.pid)
         await clients.tell()
         records: list[list[Any]] = await clients.line(timeout=600)
     finally:
@@ -150,7 +164,13 @@ async def trial(variant: str, workload: str, count: int, args: argparse.Namespac
         broker.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    return summarize(records, sent["t_pub"], devices, ready["ready"], rss_before, rss_after, share, count, args.sample)
+    result = summarize(
+        records, sent["t_pub"], devices, ready["ready"], rss_before, rss_after, share, count, args.sample
+    )
+    window = args.seconds + args.drain
+    result["server_cpu"] = (cpu1[0] - cpu0[0]) / window  # cores busy, on average
+    result["clients_cpu"] = (cpu1[1] - cpu0[1]) / window
+    return result
 
 
 def summarize(
@@ -226,6 +246,7 @@ def main() -> None:
     parser.add_argument("--counts", default="100,500,1000,2000,5000", help="ours, broadcast workload")
     parser.add_argument("--ha-counts", default="100,500,1000,2000", help="HA, broadcast workload (empty: no HA)")
     parser.add_argument("--share-counts", default="5000", help="ours, share workload")
+    parser.add_argument("--sse-counts", default="100", help="SSE (and WebSocket) clients, latency workload")
     parser.add_argument("--seconds", type=float, default=20.0, help="of reports per trial")
     parser.add_argument("--sample", type=int, default=10)
     parser.add_argument("--drain", type=float, default=3.0)
@@ -236,6 +257,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.counts, args.ha_counts, args.share_counts, args.seconds, args.plot = "100,500", "100", "500", 5.0, ""
+        args.sse_counts = "20"
 
     def counts(text: str) -> list[int]:
         return [int(c) for c in text.split(",") if c.strip()]
@@ -243,14 +265,21 @@ def main() -> None:
     started, load = time.time(), os.getloadavg()[0]
     results: dict[str, dict[int, dict[str, Any]]] = {"ours": {}, "ha": {}}
     share: dict[int, dict[str, Any]] = {}
+    latency: dict[str, dict[int, dict[str, Any]]] = {"sse": {}, "ours": {}}
     plan = [("ours", "broadcast", c) for c in counts(args.counts)] + [
         ("ha", "broadcast", c) for c in counts(args.ha_counts)
     ]
     plan += [("ours", "share", c) for c in counts(args.share_counts)]
+    plan += [(kind, "latency", c) for c in counts(args.sse_counts) for kind in ("sse", "ours")]
     for variant, workload, count in plan:
         result = asyncio.run(trial(variant, workload, count, args))
         print(f"{variant} {workload} {count}: {json.dumps(result)}", file=sys.stderr, flush=True)
-        (results[variant] if workload == "broadcast" else share)[count] = result
+        if workload == "broadcast":
+            results[variant][count] = result
+        elif workload == "share":
+            share[count] = result
+        else:
+            latency[variant][count] = result
     results = {k: v for k, v in results.items() if v}
     if args.plot:
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
@@ -279,6 +308,13 @@ def main() -> None:
             f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms, "
             f"{result['rss_per_connection_kib']:.1f} KiB per connection, "
             f"{result['frames']}/{result['expected_frames']} sampled frames"
+        )
+    for count, result in sorted(latency["sse"].items()):
+        ws = latency["ours"].get(count)
+        print(
+            f"\n- SSE, {count} clients (10 of 1,000 devices each, 1,000 reports/s): p50 {result['p50']:.2f} ms, "
+            f"p99 {result['p99']:.2f} ms, {result['frames']}/{result['expected_frames']} sampled events"
+            + (f"; the WebSocket in the same run: p50 {ws['p50']:.2f} ms, p99 {ws['p99']:.2f} ms" if ws else "")
         )
     if args.plot:
         print(f"\nPlot: `{os.path.relpath(args.plot, REPO)}`")

@@ -52,6 +52,10 @@ class Transport(Protocol):
         """The text written for a server status message (docs/websocket.md, "Server status")."""
         ...
 
+    def write_now(self, frame: str) -> bool:
+        """Write ``frame`` at once if the socket can take it without waiting; False to queue it instead."""
+        ...
+
     async def write(self, frame: str) -> None:
         """Write one frame (raises ConnectionError once the peer is gone)."""
         ...
@@ -95,6 +99,14 @@ class Connection:
         if self.closing:
             return
         queue = self._queue
+        ready = self._ready
+        # The fast path: nothing waiting and the writer idle, so the frame goes out now without
+        # a task switch (a broadcast to N sockets would otherwise be N wake-ups).
+        if not queue and ready is not None and not ready.done() and self.transport.write_now(frame):
+            self.sent += 1
+            if offset:
+                self.last_offset = offset
+            return
         queue.append((frame, offset))
         size = len(queue)
         if size >= MAX_PENDING:

@@ -258,7 +258,7 @@ class Realtime:
         homes = _effective_homes(conn.access, sub.filter.homes)
         epoch = self.store.epoch
         cursor = after
-        while cursor < until and not conn.closing:
+        while cursor < until and not conn.closing and conn.subscriptions.get(sub.id) is sub:
             records = await self.store.events_since(cursor, limit=REPLAY_BATCH, homes=homes)
             if not records:
                 return

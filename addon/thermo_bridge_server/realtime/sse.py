@@ -127,6 +127,10 @@ class SseTransport:
         """``event: status`` without an id: it is no position in the log, Last-Event-ID stays."""
         return f"event: status\ndata: {_COMPACT(status)}\n\n"
 
+    def write_now(self, frame: str) -> bool:
+        """Always queued: the response's chunked encoding belongs to aiohttp's writer."""
+        return False
+
     async def write(self, frame: str) -> None:
         """Write and flush one frame."""
         await self.response.write(frame.encode())
