@@ -189,6 +189,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             rate_limiter=limiter,
         ),
     )
+    transport.connection_listeners.append(realtime.broker_changed)
     setup_realtime(app, realtime)
     app.on_shutdown.append(_drain_streams)
     if dev_issuer is not None:

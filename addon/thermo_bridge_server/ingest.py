@@ -169,6 +169,8 @@ class Ingest(ProtocolHandler):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self.store.write_error is not None:  # the store cannot commit now: do not hold up the shutdown
+            flush_seconds = min(flush_seconds, 1.0)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=flush_seconds)
         if not await self.transport.flush_acks(flush_seconds):

@@ -16,7 +16,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from thermo_bridge_server.access import Access
 from thermo_bridge_server.realtime.hub import Hub, Published, Subscription
@@ -46,6 +46,10 @@ class Transport(Protocol):
 
     def event_frame(self, subscription: Subscription, event: Published) -> str:
         """The text written for ``event`` on ``subscription``."""
+        ...
+
+    def status_frame(self, status: dict[str, Any]) -> str:
+        """The text written for a server status message (docs/websocket.md, "Server status")."""
         ...
 
     def write_now(self, frame: str) -> bool:
@@ -112,6 +116,10 @@ class Connection:
             self._peak = asyncio.get_running_loop().call_later(PEAK_SECONDS, self._check_peak)
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
+
+    def send_status(self, status: dict[str, Any]) -> None:
+        """Queue a server status message (not an event of the log: it carries no offset)."""
+        self.send(self.transport.status_frame(status))
 
     def deliver(self, subscription: Subscription, event: Published) -> None:
         """The hub's entry point: queue ``event`` for ``subscription``."""

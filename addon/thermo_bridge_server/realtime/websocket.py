@@ -89,6 +89,10 @@ class WsTransport:
         """``{"id": <subscription>, "type": "event", "event": {...}}`` around the once-encoded event."""
         return f'{{"id":{subscription.id},"type":"event","event":{event.json}}}'
 
+    def status_frame(self, status: dict[str, Any]) -> str:
+        """``{"type": "status", "broker": {...}}``."""
+        return _COMPACT({"type": "status", **status})
+
     async def write(self, frame: str) -> None:
         """Write one text frame."""
         await self.ws.send_str(frame)
@@ -329,6 +333,7 @@ async def _serve(ws: web.WebSocketResponse, request: web.Request, realtime: Real
             "expires_at": principal.expires_at,
             "epoch": realtime.store.epoch,
             "offset": realtime.hub.position,
+            "status": realtime.status(),
         }
     )
     try:
