@@ -120,9 +120,22 @@ def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     return applied
 
 
+JOURNAL_MODE_TRIES = 100
+
+
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
+    for attempt in range(JOURNAL_MODE_TRIES):
+        # Switching a new database to WAL needs it to itself, and SQLite answers "locked" at
+        # once instead of waiting for the busy timeout when another connection opens it too.
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == JOURNAL_MODE_TRIES - 1:
+                conn.close()
+                raise
+            time.sleep(0.05)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA temp_store=MEMORY")
