@@ -189,7 +189,8 @@ async def screenshot(
 ) -> None:
     """Open ``path`` logged in with ``tokens`` in headless Chromium; once it shows ``expect``, save a PNG."""
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    with tempfile.TemporaryDirectory(prefix="demo-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile as it exits: never fail on cleanup.
+    with tempfile.TemporaryDirectory(prefix="demo-chromium-", ignore_cleanup_errors=True) as profile:
         proc = await asyncio.create_subprocess_exec(
             chromium,
             *CHROMIUM_FLAGS,

@@ -195,6 +195,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             address_limiter=RateLimiter(config.rate_limit_unauthenticated_per_minute),
         ),
     )
+    transport.connection_listeners.append(realtime.broker_changed)
     setup_realtime(app, realtime)
     app.on_shutdown.append(_drain_streams)
     if dev_issuer is not None:

@@ -49,6 +49,10 @@ class IdempotencyConflictError(ValueError):
     """An idempotency key sent again with another device or other values."""
 
 
+class StoreUnavailableError(Exception):
+    """The store could not commit in time (the database is failing and the writer retries)."""
+
+
 def command_error(err: Exception, device_id: str) -> ApiError | None:
     """The API error for a failed ``send_command`` (None: not a failure the API explains)."""
     if isinstance(err, ProtocolError):
@@ -60,6 +64,8 @@ def command_error(err: Exception, device_id: str) -> ApiError | None:
         )
     if isinstance(err, IdempotencyConflictError):
         return ApiError(409, "idempotency_conflict", str(err))
+    if isinstance(err, StoreUnavailableError):
+        return ApiError(503, "store_unavailable", str(err), headers={"Retry-After": "5"})
     if isinstance(err, KeyError):
         return ApiError(404, "unknown_device", f"no device with id {device_id[:80]!r}")
     if isinstance(err, ConnectionError | TimeoutError):

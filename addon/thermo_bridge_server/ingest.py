@@ -35,13 +35,18 @@ from thermo_bridge_protocol import (
 )
 from thermo_bridge_protocol.router import MessageCallback, Unsubscribe
 
-from .errors import IdempotencyConflictError
+from .errors import IdempotencyConflictError, StoreUnavailableError
 from .mqtt import MqttError, MqttNotConnectedError, MqttTransport
 from .store.base import DEAD_LETTER_PAYLOAD_BYTES, CommandRecord, CommandStatus, Store
 
 _LOGGER = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL: Final = 60.0
+STORE_WAIT_SECONDS: Final = 10.0
+"""How long a command waits for the store (retrying a failing database) before the API says 503.
+
+If the write commits later, the command is never published and the timeout sweep marks it
+timed out."""
 _REJECT_LOG_KEYS: Final = 10_000
 
 
@@ -169,6 +174,8 @@ class Ingest(ProtocolHandler):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self.store.write_error is not None:  # the store cannot commit now: do not hold up the shutdown
+            flush_seconds = min(flush_seconds, 1.0)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=flush_seconds)
         if not await self.transport.flush_acks(flush_seconds):
@@ -315,7 +322,12 @@ class Ingest(ProtocolHandler):
             updated_at=now,
             idempotency_key=idempotency_key,
         )
-        stored, created = await self.store.create_command(record)  # committed before the device can answer
+        try:  # committed before the device can answer; a store that cannot commit gets no say in the wait
+            stored, created = await asyncio.wait_for(
+                asyncio.shield(self.store.create_command(record)), STORE_WAIT_SECONDS
+            )
+        except TimeoutError:
+            raise StoreUnavailableError("the store did not commit the command in time; nothing was sent") from None
         if not created:
             if stored.device_id != device_id or stored.values != record.values:
                 raise IdempotencyConflictError("this idempotency key was used for another command")

@@ -7,11 +7,15 @@ gathers them when ``/metrics`` is scraped, so nothing is added to the MQTT hot p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -144,6 +148,7 @@ class Metrics:
         if self.store_stats is not None:
             stats = await self.store_stats()
             _numeric_gauges(out, ("store",), "Store backend figure", stats.items())
+        _process(out)
         return out.render()
 
     def _http(self, out: Exposition) -> None:
@@ -229,3 +234,23 @@ def _numeric_gauges(out: Exposition, prefix: tuple[str, ...], help_text: str, it
         name = metric_name(*prefix, str(key))
         kind = "counter" if name.endswith("_total") else "gauge"
         out.add(name, kind, f"{help_text} {key!s}.", value)
+
+
+def _process(out: Exposition) -> None:
+    """What a long run watches for growth: tasks on the event loop, resident memory, open files."""
+    out.add(metric_name("asyncio_tasks"), "gauge", "Tasks alive on the server's event loop.", len(asyncio.all_tasks()))
+    with contextlib.suppress(OSError, ValueError, IndexError):  # not Linux: no /proc
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        out.add(
+            metric_name("process_resident_memory_bytes"),
+            "gauge",
+            "Resident set size of the server process.",
+            pages * os.sysconf("SC_PAGE_SIZE"),
+        )
+    with contextlib.suppress(OSError):
+        out.add(
+            metric_name("process_open_fds"),
+            "gauge",
+            "Open file descriptors of the server process.",
+            len(os.listdir("/proc/self/fd")),
+        )

@@ -628,6 +628,9 @@ async def test_metrics_exposition(stack: ServerStack, admin: str) -> None:
         labels[0] for (name, labels) in samples if name == "thermo_bridge_commands_total"
     }
     assert any(name.startswith("thermo_bridge_store_") for name, _ in samples), "store figures are exported"
+    assert samples[("thermo_bridge_asyncio_tasks", ())] >= 3  # at least the MQTT runner, the tailer, this handler
+    assert samples[("thermo_bridge_process_resident_memory_bytes", ())] > 10 * 2**20
+    assert samples[("thermo_bridge_process_open_fds", ())] >= 5
 
 
 async def test_metrics_export_store_failures_and_held_acks(stack: ServerStack) -> None:

@@ -32,11 +32,12 @@ SERVER_MESSAGES = {
     "auth_ok": "AuthOk",
     "auth_invalid": "AuthInvalid",
     "token_expired": "TokenExpired",
+    "status": "Status",
     "result": "Result",
     "pong": "Pong",
     "event": "EventMessage",
 }
-SSE_MESSAGES = {"ready": "Position", "snapshot": "Snapshot"}
+SSE_MESSAGES = {"ready": "Position", "snapshot": "Snapshot", "status": "ServerStatus"}
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +133,8 @@ async def test_every_websocket_and_sse_message_matches_the_document(
         unsubscribe = {"type": "unsubscribe", "subscription": 9}
         await admin.until(lambda: 9 in admin.results, "the results")
         sent.append({"id": await admin.send(unsubscribe), **unsubscribe})
+        realtime.broker_changed(False)  # what the MQTT transport reports when its connection drops
+        realtime.broker_changed(True)
         store = stack.components.store
         stack.sim.emit_event(device, "button_press", {"n": 1})
         await store.set_device_home(sensor, "elsewhere")
@@ -198,4 +201,4 @@ async def _check_sse(stack: ServerStack, schemas: Schemas) -> None:
                 record = {}
                 if "Event" in seen:
                     break
-    assert seen == {"Position", "Snapshot", "Event"}
+    assert seen == {"ServerStatus", "Position", "Snapshot", "Event"}

@@ -1028,7 +1028,7 @@ async def test_authorization_header_variants(stack: ServerStack, case: Transport
             if expected_status == 200:
                 assert status == (201 if path == "/events/tickets" else 200), (path, body)
                 if path == "/events":
-                    assert stream.startswith("event: ready"), stream
+                    assert stream.startswith("event: status"), stream  # the stream's first message
                 continue
             assert status == expected_status, (path, body)
             assert body is not None
@@ -1075,7 +1075,7 @@ async def test_tickets_are_minted_for_valid_tokens_only_and_used_once(stack: Ser
         session.get(stack.api.base_url + "/api/v1/events", params={"ticket": ticket}) as resp,
     ):
         assert resp.status == 200
-        assert (await resp.content.readuntil(b"\n\n")).startswith(b"event: ready")
+        assert (await resp.content.readuntil(b"\n\n")).startswith(b"event: status")
     again = await stack.api.call("GET", "/api/v1/events", params={"ticket": ticket})
     assert again.status == 401
     assert again.error["code"] == "invalid_ticket"

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -706,3 +707,57 @@ async def test_kill_9_during_ingest_loses_nothing(mosquitto: Mosquitto, tmp_path
     for device in devices:
         got = seqs.get(device.device_id, [])
         assert sorted(got) == list(range(1, device.seq + 1)), f"{device.device_id}: {len(got)} of {device.seq}"
+
+
+async def test_command_while_the_store_cannot_commit_is_refused_in_bounded_time(
+    mosquitto: Mosquitto, publisher: MqttTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that holds every write (here: another connection's exclusive lock) makes a clear error, not a hang.
+
+    SQLite only: the lock is a second SQLite connection (PostgreSQL outages: tests/server/test_fault_postgres.py).
+    """
+    from thermo_bridge_server import ingest as ingest_module  # noqa: PLC0415
+
+    path = tmp_path / "locked.db"
+    store = create_store(f"sqlite:///{path}", retention_days=30, dead_letter_limit=50)
+    await store.open()
+    server = await Server(mosquitto, store, "locked", command_timeout=0.5).start()
+    try:
+        await _manual_thermostat(store, publisher, "manual_1")
+        monkeypatch.setattr(ingest_module, "STORE_WAIT_SECONDS", 0.5)
+        await _command_while_locked(server, store, path)
+    finally:
+        await server.stop()
+        await store.close()
+
+
+async def _command_while_locked(server: Any, store: Store, path: Path) -> None:
+    from thermo_bridge_server.errors import StoreUnavailableError, command_error  # noqa: PLC0415
+
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=5)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailableError) as err:
+            await server.ingest.send_command("manual_1", {"hvac_mode": "heat"}, "auth0|u1")
+        api_error = command_error(err.value, "manual_1")
+        assert api_error is not None
+        assert (api_error.status, api_error.code) == (503, "store_unavailable")
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    # The write commits once the lock is gone; nothing was published, so the sweep times it out.
+    timed_out = await wait_for(
+        lambda: _only_command(store), timeout=15, what="the command, committed late and timed out"
+    )
+    assert timed_out.status is CommandStatus.TIMED_OUT
+    assert server.ingest.commands_sent == 0
+
+
+async def _only_command(store: Store) -> Any:
+    pending = await store.pending_commands(older_than=time.time() + 3600)
+    if pending:
+        return None
+    events = [e for e in await store.events_since(0) if e.type is EventType.COMMAND]
+    if not events or events[-1].data["status"] == "pending":
+        return None
+    return await store.get_command(events[-1].data["id"])

@@ -174,7 +174,7 @@ async def test_non_admins_cannot_grant_themselves_homes(stack: ServerStack) -> N
     )
     assert resp.status == 403
     listed = await stack.api.call("GET", "/api/v1/devices", token=dave)
-    assert listed.json() == {"devices": []}
+    assert listed.json() == {"devices": [], "next": None}
     admin = stack.api.token("auth0|admin", ADMIN)
     grants = await stack.api.call("GET", "/api/v1/admin/grants/auth0|dave", token=admin)
     assert json.loads(grants.body)["homes"] == []

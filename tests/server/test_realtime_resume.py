@@ -26,6 +26,7 @@ from aiohttp import web
 
 from tests.broker import Mosquitto
 from tests.server.api_stack import ADMIN, ServerStack, make_config
+from tests.server.faults import SseStream
 from tests.server.jwks import JwksServer
 from tests.server.realtime_client import WsClient
 from tests.waiting import wait_for
@@ -256,20 +257,30 @@ class ServerProcess:
 
 
 async def test_kill_9_under_load_then_resume_gives_every_event_once(broker: Mosquitto, tmp_path: Path) -> None:
+    """A WebSocket and an SSE client attached during a burst; both resume after the restart."""
     server = ServerProcess(broker, tmp_path)
     await server.start()
     sim = Simulator(broker.host, broker.port, thermostats=4, sensors=0, id_prefix="k", seed=3, rate=150.0)
     await asyncio.to_thread(sim.start)
     client = WsClient(server.base_url)
+    sse: SseStream | None = None
     received: list[dict[str, Any]] = []
+    sse_received: list[dict[str, Any]] = []
     try:
         token = server.token()
         await client.connect(token)
         sub, _ = await client.subscribe(events=["state"], snapshot=False)
+        first_sse = sse = await SseStream.open(server.base_url, token, "events=state")
         await client.until(lambda: len(client.of(sub)) >= 100, "100 states under load")
+        await wait_for(lambda: len(first_sse.of("state")) >= 50, what="50 states on SSE")
         server.kill()  # mid-burst: the log has what was committed, the broker what was not acknowledged
         await asyncio.wait_for(client.closed.wait(), 10)
+        await asyncio.wait_for(sse.ended.wait(), 10)
         received.extend(client.of(sub))
+        sse_received.extend(sse.of("state"))
+        last_event_id = sse.last_id
+        assert last_event_id is not None
+        await sse.close()
         await client.close()
         await server.start()
         client = WsClient(server.base_url)
@@ -277,20 +288,33 @@ async def test_kill_9_under_load_then_resume_gives_every_event_once(broker: Mosq
         position = {"epoch": client.auth["epoch"] if client.auth else "", "offset": received[-1]["offset"]}
         sub, result = await client.subscribe(events=["state"], since=position)
         assert result["recovered"] is True
+        sse = await SseStream.open(server.base_url, token, "events=state", last_event_id=last_event_id)
         await client.until(lambda: len(client.of(sub)) >= 200, "200 more states")
         await asyncio.to_thread(sim.stop)
         quiet = await wait_for(_settled(client, sub), timeout=20, what="the stream to settle")
         assert quiet
         received.extend(client.of(sub))
+        assert sse.of("ready")[0]["recovered"] is True
+        resumed = sse
+        await wait_for(
+            lambda: bool(resumed.of("state")) and resumed.of("state")[-1]["offset"] == received[-1]["offset"],
+            timeout=20,
+            what="the SSE stream to catch up",
+        )
+        sse_received.extend(sse.of("state"))
     finally:
         if sim.devices:
             await asyncio.to_thread(sim.stop)
+        if sse is not None:
+            await sse.close()
         await client.close()
         server.stop()
     seen = [e["offset"] for e in received]
     log = await log_offsets(f"sqlite:///{tmp_path / 'server.db'}", set(sim.devices), {"state"})
     states = [o for o in log if o >= seen[0]]
     assert seen == states  # every state once, in order, none missing around the kill
+    sse_seen = [e["offset"] for e in sse_received]
+    assert sse_seen == [o for o in log if o >= sse_seen[0]]  # the same for SSE, resumed with Last-Event-ID
     seqs = [(e["device_id"], e["data"]["seq"]) for e in received]
     assert len(seqs) == len(set(seqs))  # no report twice although the broker redelivered after the kill
 

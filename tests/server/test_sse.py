@@ -63,7 +63,7 @@ class SseReader:
         return [e for e in self.events if e.get("event") == event]
 
     def data(self) -> list[dict[str, Any]]:
-        return [e["data"] for e in self.events if e.get("event") not in {"ready", "snapshot"}]
+        return [e["data"] for e in self.events if e.get("event") not in {"ready", "snapshot", "status"}]
 
     async def close(self) -> None:
         self.response.close()

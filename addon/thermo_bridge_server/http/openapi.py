@@ -21,7 +21,7 @@ from thermo_bridge_server.store.base import INTERNAL_EVENTS, EventType
 
 from .context import API_PREFIX
 from .routes.admin import MAX_DEAD_LETTERS
-from .routes.devices import MAX_HISTORY_KEYS, MAX_HISTORY_POINTS
+from .routes.devices import MAX_DEVICES_PAGE, MAX_HISTORY_KEYS, MAX_HISTORY_POINTS
 
 JSON = "application/json"
 
@@ -96,9 +96,15 @@ SCHEMAS: dict[str, Any] = {
     },
     "DeviceList": {
         "type": "object",
-        "required": ["devices"],
+        "required": ["devices", "next"],
         "additionalProperties": False,
-        "properties": {"devices": {"type": "array", "items": _ref("Device")}},
+        "properties": {
+            "devices": {"type": "array", "items": _ref("Device")},
+            "next": {
+                "type": ["string", "null"],
+                "description": "The next page (path and query, same filters), or null after the last one.",
+            },
+        },
     },
     "State": {
         "type": "object",
@@ -413,13 +419,25 @@ def build_paths() -> dict[str, Any]:
                 "listDevices",
                 "Devices the caller can see",
                 "200",
-                _json("The devices, ordered by id.", _ref("DeviceList")),
+                _json("A page of devices, ordered by id; `next` links the following one.", _ref("DeviceList")),
                 tag="devices",
                 permission="read:devices",
                 params=[
                     _param("kind", "query", {"type": "string", "enum": ["thermostat", "sensor"]}, "Only this kind."),
                     _param("online", "query", {"type": "boolean"}, "Only online (true) or offline (false) devices."),
                     _param("home", "query", HOME, "Only this home (among the caller's)."),
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_DEVICES_PAGE, "default": MAX_DEVICES_PAGE},
+                        "Devices per page.",
+                    ),
+                    _param(
+                        "after",
+                        "query",
+                        {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                        "Only devices whose id sorts after this one (the last id of the previous page).",
+                    ),
                 ],
             )
         },

@@ -8,6 +8,7 @@ message catalogue is docs/websocket.md; the schemas here are what the server enf
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -80,11 +81,30 @@ def command(name: str, fields: dict[Any, Any]) -> Callable[[Handler], Handler]:
     return register
 
 
+_SHARED: dict[frozenset[str], frozenset[str]] = {}
+_SHARED_LIMIT = 10_000
+
+
+def _shared(values: list[str]) -> frozenset[str]:
+    """One copy of each distinct filter list (and of its strings) for every subscription that uses it.
+
+    Many clients subscribe to the same devices: per connection the set and its strings would
+    otherwise be most of its memory.
+    """
+    items = frozenset(values)
+    found = _SHARED.get(items)
+    if found is None:
+        if len(_SHARED) >= _SHARED_LIMIT:
+            _SHARED.clear()
+        found = _SHARED[items] = frozenset(sys.intern(value) for value in items)
+    return found
+
+
 def filter_of(msg: dict[str, Any]) -> Filter:
     """The subscription filter of a message's optional lists."""
 
     def given(key: str) -> frozenset[str] | None:
-        return frozenset(msg[key]) if key in msg else None
+        return _shared(msg[key]) if key in msg else None
 
     return Filter(devices=given("devices"), kinds=given("kinds"), homes=given("homes"), events=given("events"))
 

@@ -16,7 +16,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from thermo_bridge_server.access import Access
 from thermo_bridge_server.realtime.hub import Hub, Published, Subscription
@@ -46,6 +46,14 @@ class Transport(Protocol):
 
     def event_frame(self, subscription: Subscription, event: Published) -> str:
         """The text written for ``event`` on ``subscription``."""
+        ...
+
+    def status_frame(self, status: dict[str, Any]) -> str:
+        """The text written for a server status message (docs/websocket.md, "Server status")."""
+        ...
+
+    def write_now(self, frame: str) -> bool:
+        """Write ``frame`` at once if the socket can take it without waiting; False to queue it instead."""
         ...
 
     async def write(self, frame: str) -> None:
@@ -91,6 +99,14 @@ class Connection:
         if self.closing:
             return
         queue = self._queue
+        ready = self._ready
+        # The fast path: nothing waiting and the writer idle, so the frame goes out now without
+        # a task switch (a broadcast to N sockets would otherwise be N wake-ups).
+        if not queue and ready is not None and not ready.done() and self.transport.write_now(frame):
+            self.sent += 1
+            if offset:
+                self.last_offset = offset
+            return
         queue.append((frame, offset))
         size = len(queue)
         if size >= MAX_PENDING:
@@ -100,6 +116,10 @@ class Connection:
             self._peak = asyncio.get_running_loop().call_later(PEAK_SECONDS, self._check_peak)
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
+
+    def send_status(self, status: dict[str, Any]) -> None:
+        """Queue a server status message (not an event of the log: it carries no offset)."""
+        self.send(self.transport.status_frame(status))
 
     def deliver(self, subscription: Subscription, event: Published) -> None:
         """The hub's entry point: queue ``event`` for ``subscription``."""

@@ -6,8 +6,10 @@ the number of subscriptions it reaches; connections prefix it with their subscri
 
 Subscriptions are indexed so an event visits only its candidates: those that name its device,
 those indexed by its home (a ``homes`` filter, or a non-admin's visible homes), and admins'
-unfiltered ones. Every candidate still checks its other filters and its connection's access,
-because a device can move between homes and access can change while a stream is open.
+unfiltered ones. Subscriptions with the same filter and index share one ``Route`` (many
+dashboards ask for the same devices), so a broadcast matches its filter once and then only
+checks each connection's access, which every delivery still does: a device can move between
+homes and access can change while a stream is open.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from thermo_bridge_server.access import Access
 from thermo_bridge_server.store.base import INTERNAL_EVENTS, EventRecord, EventType
 
 _DEVICE_CONFIG = frozenset({EventType.DEVICE_ADDED, EventType.DEVICE_UPDATED})
+MAX_BUFFERED = 4096
+"""Live events one subscription may hold while its replay is written out."""
 _STR = json.JSONEncoder(ensure_ascii=False).encode
 
 
@@ -94,6 +98,10 @@ class Sink(Protocol):
         """Queue ``event`` for ``subscription`` (never blocks)."""
         ...
 
+    def abort_slow(self) -> None:
+        """Close the stream: it cannot keep up (its client resumes from its position)."""
+        ...
+
 
 class Subscription:
     """A stream of matching events for one connection; ``buffer`` holds live events during a replay."""
@@ -109,11 +117,24 @@ class Subscription:
         self.until_final = until_final  # a send_command's own stream: ends with the command's outcome
 
     def offer(self, event: Published) -> None:
-        """Deliver or, while the subscription is still replaying, keep for later."""
+        """Deliver or, while the subscription is still replaying, keep for later (bounded)."""
         if self.buffer is not None:
             self.buffer.append(event)
+            if len(self.buffer) > MAX_BUFFERED:
+                self.sink.abort_slow()  # the replay cannot keep up with the live stream
         elif event.offset > self.after:
             self.sink.deliver(self, event)
+
+
+class Route:
+    """The subscriptions that share one filter and one index key: an event is matched once per route."""
+
+    __slots__ = ("filter", "key", "subs")
+
+    def __init__(self, key: tuple[Filter, tuple[str, ...]]) -> None:
+        self.key = key
+        self.filter = key[0]
+        self.subs: set[Subscription] = set()
 
 
 class Hub:
@@ -122,11 +143,12 @@ class Hub:
     def __init__(self, epoch: Callable[[], str]) -> None:
         self._epoch = epoch
         self.position = 0
-        self._by_device: dict[str, set[Subscription]] = {}
-        self._by_home: dict[str, set[Subscription]] = {}
-        self._everything: set[Subscription] = set()
+        self._by_device: dict[str, set[Route]] = {}
+        self._by_home: dict[str, set[Route]] = {}
+        self._everything: set[Route] = set()
+        self._routes: dict[tuple[Filter, tuple[str, ...]], Route] = {}
+        self._route_of: dict[Subscription, Route] = {}
         self._by_command: dict[str, Subscription] = {}
-        self._keys: dict[Subscription, tuple[str, ...]] = {}  # how each subscription is indexed
         self._kinds: dict[str, str] = {}
         self.grant_listeners: list[Callable[[str], None]] = []
         self.published_total = 0
@@ -142,25 +164,37 @@ class Hub:
 
     # ---------------------------------------------------------------- subscriptions
     def add(self, sub: Subscription) -> None:
-        """Start routing to ``sub`` (index it by device, home or as an unfiltered admin stream)."""
+        """Start routing to ``sub``: by its devices, by the homes it can see, or as an admin's everything."""
         self.remove(sub)
         flt = sub.filter
         if flt.devices is not None:
-            keys = tuple(flt.devices)
-            for key in keys:
-                self._by_device.setdefault(key, set()).add(sub)
-            self._keys[sub] = ("d", *keys)
+            index: tuple[str, ...] = ("d", *sorted(flt.devices))
+        else:
+            homes = sub.sink.access.homes
+            if flt.homes is not None:
+                homes = flt.homes if homes is None else flt.homes & homes
+            index = ("*",) if homes is None else ("h", *sorted(homes))
+        key = (flt, index)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = Route(key)
+            self._index(route, add=True)
+        route.subs.add(sub)
+        self._route_of[sub] = route
+
+    def _index(self, route: Route, *, add: bool) -> None:
+        kind, *names = route.key[1]
+        if kind == "*":
+            (self._everything.add if add else self._everything.discard)(route)
             return
-        homes = sub.sink.access.homes
-        if flt.homes is not None:
-            homes = flt.homes if homes is None else flt.homes & homes
-        if homes is None:
-            self._everything.add(sub)
-            self._keys[sub] = ("*",)
-            return
-        for key in homes:
-            self._by_home.setdefault(key, set()).add(sub)
-        self._keys[sub] = ("h", *homes)
+        index = self._by_device if kind == "d" else self._by_home
+        for name in names:
+            if add:
+                index.setdefault(name, set()).add(route)
+            elif (bucket := index.get(name)) is not None:
+                bucket.discard(route)
+                if not bucket:
+                    del index[name]
 
     def add_command(self, command_id: str, sub: Subscription) -> None:
         """Route the command's later events to ``sub`` (a send_command's own stream)."""
@@ -168,20 +202,13 @@ class Hub:
 
     def remove(self, sub: Subscription) -> None:
         """Stop routing to ``sub`` (safe if it is not routed)."""
-        keys = self._keys.pop(sub, None)
-        if keys is None:
+        route = self._route_of.pop(sub, None)
+        if route is None:
             return
-        kind, *names = keys
-        index = self._by_device if kind == "d" else self._by_home
-        if kind == "*":
-            self._everything.discard(sub)
-            return
-        for name in names:
-            bucket = index.get(name)
-            if bucket is not None:
-                bucket.discard(sub)
-                if not bucket:
-                    del index[name]
+        route.subs.discard(sub)
+        if not route.subs:
+            del self._routes[route.key]
+            self._index(route, add=False)
 
     def remove_command(self, command_id: str) -> None:
         """Forget a send_command's stream."""
@@ -190,7 +217,7 @@ class Hub:
     @property
     def subscriptions(self) -> int:
         """Subscriptions being routed to (for /metrics)."""
-        return len(self._keys) + len(self._by_command)
+        return len(self._route_of) + len(self._by_command)
 
     # ---------------------------------------------------------------- routing
     def publish(self, records: Sequence[EventRecord]) -> None:
@@ -211,14 +238,16 @@ class Hub:
                 if isinstance(kind, str):
                     self._kinds[record.device_id] = kind
             event = Published(record, epoch, self._kinds.get(record.device_id))
-            for sub in self._candidates(record):
-                if sub.filter.matches(event) and visible(sub.sink.access, record):
-                    sub.offer(event)
+            for route in self._candidates(record):
+                if route.filter.matches(event):
+                    for sub in list(route.subs):
+                        if visible(sub.sink.access, record):
+                            sub.offer(event)
             if record.type is EventType.COMMAND:
                 self._route_command(event)
 
-    def _candidates(self, record: EventRecord) -> list[Subscription]:
-        found: list[Subscription] = []
+    def _candidates(self, record: EventRecord) -> list[Route]:
+        found: list[Route] = []
         if bucket := self._by_device.get(record.device_id):
             found.extend(bucket)
         if bucket := self._by_home.get(record.home):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,24 @@ class Realtime:
         self.stats: Counter[str] = Counter()
         self.hub.grant_listeners.append(self._grants_changed)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.broker_connected = False
+        self.broker_since = time.time()
+
+    # ---------------------------------------------------------------- server status
+    def status(self) -> dict[str, Any]:
+        """What a client should know about the server's side of the devices (docs/websocket.md)."""
+        return {"broker": {"connected": self.broker_connected, "since": self.broker_since}}
+
+    def broker_changed(self, connected: bool) -> None:
+        """The MQTT connection came up or was lost: tell every open stream (never part of the event log)."""
+        if connected == self.broker_connected:
+            return
+        self.broker_connected = connected
+        self.broker_since = time.time()
+        self.stats["status_changes_total"] += 1
+        status = self.status()
+        for conn in list(self.connections):
+            conn.send_status(status)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -242,7 +261,7 @@ class Realtime:
         homes = _effective_homes(conn.access, sub.filter.homes)
         epoch = self.store.epoch
         cursor = after
-        while cursor < until and not conn.closing:
+        while cursor < until and not conn.closing and conn.subscriptions.get(sub.id) is sub:
             records = await self.store.events_since(cursor, limit=REPLAY_BATCH, homes=homes)
             if not records:
                 return

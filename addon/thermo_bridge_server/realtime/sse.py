@@ -123,6 +123,14 @@ class SseTransport:
         """One event; its id is its position, so Last-Event-ID resumes after it."""
         return f"id: {event.epoch}:{event.offset}\nevent: {event.record.type.value}\ndata: {event.json}\n\n"
 
+    def status_frame(self, status: dict[str, Any]) -> str:
+        """``event: status`` without an id: it is no position in the log, Last-Event-ID stays."""
+        return f"event: status\ndata: {_COMPACT(status)}\n\n"
+
+    def write_now(self, frame: str) -> bool:
+        """Always queued: the response's chunked encoding belongs to aiohttp's writer."""
+        return False
+
     async def write(self, frame: str) -> None:
         """Write and flush one frame."""
         await self.response.write(frame.encode())
@@ -166,6 +174,7 @@ async def events_handler(request: web.Request, realtime: Realtime) -> web.Stream
     )
     conn = Connection(SseTransport(response), access, realtime.hub, on_closed=realtime.release)
     realtime.admit(principal, conn)
+    conn.send_status(realtime.status())  # the first message; later changes follow as they happen
     try:
         await response.prepare(request)
         conn.start()

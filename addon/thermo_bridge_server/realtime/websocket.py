@@ -53,15 +53,46 @@ def origin_allowed(request: web.Request, realtime: Realtime) -> bool:
     return origin == f"{request.scheme}://{request.host}"
 
 
+DIRECT_WRITE_LIMIT: Final = 64 * 1024
+"""Bytes the socket's transport may hold before frames wait in the connection's queue instead."""
+
+
 class WsTransport:
     """Frames of a WebSocket: one JSON message per text frame."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self.ws = ws
+        self.request = request
+
+    def write_now(self, frame: str) -> bool:
+        """An unmasked text frame (RFC 6455 §5.2) straight to the transport while it has room.
+
+        aiohttp's own writes (pings, close) are whole frames too, so frames never interleave;
+        compression is off on these sockets, so a frame is its header and its payload.
+        """
+        transport = self.request.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            return False
+        if transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT:
+            return False
+        payload = frame.encode()
+        size = len(payload)
+        if size < 126:
+            header = bytes((0x81, size))
+        elif size < 65536:
+            header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+        else:
+            header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+        transport.write(header + payload)
+        return True
 
     def event_frame(self, subscription: Subscription, event: Published) -> str:
         """``{"id": <subscription>, "type": "event", "event": {...}}`` around the once-encoded event."""
         return f'{{"id":{subscription.id},"type":"event","event":{event.json}}}'
+
+    def status_frame(self, status: dict[str, Any]) -> str:
+        """``{"type": "status", "broker": {...}}``."""
+        return _COMPACT({"type": "status", **status})
 
     async def write(self, frame: str) -> None:
         """Write one text frame."""
@@ -236,7 +267,9 @@ async def websocket_handler(request: web.Request, realtime: Realtime) -> web.Str
         )
     if realtime.unauthenticated[address] >= settings.max_unauthenticated_per_address:
         _refuse(429, "too_many_connections", "too many connections waiting to authenticate", {"Retry-After": "5"})
-    ws = web.WebSocketResponse(heartbeat=settings.heartbeat, max_msg_size=settings.max_message_bytes)
+    # No permessage-deflate: the messages are small JSON, where zlib costs more CPU per frame
+    # than it saves on the wire (and frames can then be written without aiohttp's writer).
+    ws = web.WebSocketResponse(heartbeat=settings.heartbeat, max_msg_size=settings.max_message_bytes, compress=False)
     realtime.unauthenticated[address] += 1
     try:
         await ws.prepare(request)
@@ -247,7 +280,7 @@ async def websocket_handler(request: web.Request, realtime: Realtime) -> web.Str
             del realtime.unauthenticated[address]
     if principal is None:
         return ws
-    await _serve(ws, realtime, principal)
+    await _serve(ws, request, realtime, principal)
     return ws
 
 
@@ -290,9 +323,9 @@ async def _auth_invalid(ws: web.WebSocketResponse, realtime: Realtime, err: ApiE
         await ws.close(code=CloseCode.AUTH_INVALID, message=b"auth_invalid")
 
 
-async def _serve(ws: web.WebSocketResponse, realtime: Realtime, principal: Principal) -> None:
+async def _serve(ws: web.WebSocketResponse, request: web.Request, realtime: Realtime, principal: Principal) -> None:
     access = await realtime.policy.resolve(principal, realtime.settings.permissions.read)
-    conn = Connection(WsTransport(ws), access, realtime.hub, on_closed=realtime.release)
+    conn = Connection(WsTransport(ws, request), access, realtime.hub, on_closed=realtime.release)
     try:
         realtime.admit(principal, conn)
     except ApiError as err:
@@ -310,6 +343,7 @@ async def _serve(ws: web.WebSocketResponse, realtime: Realtime, principal: Princ
             "expires_at": principal.expires_at,
             "epoch": realtime.store.epoch,
             "offset": realtime.hub.position,
+            "status": realtime.status(),
         }
     )
     try:

@@ -221,8 +221,14 @@ class Store(ABC):
         kind: str | None = None,
         online: bool | None = None,
         home: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[DeviceRecord]:
-        """Devices (``homes`` None = all), optionally filtered; ordered by id."""
+        """Devices (``homes`` None = all), optionally filtered; ordered by id.
+
+        ``after`` and ``limit`` page through them: at most ``limit`` devices whose id sorts
+        after ``after`` (a range scan of the primary key, however many devices there are).
+        """
 
     @abstractmethod
     async def get_device(self, device_id: str) -> DeviceRecord | None:
@@ -329,6 +335,11 @@ class Store(ABC):
 
         The newest event-log entry is always kept, so the log's position survives a purge.
         """
+
+    @property
+    def write_error(self) -> str | None:
+        """Why writes fail right now (the writer retries them until they succeed), or None."""
+        return None
 
     @abstractmethod
     async def stats(self) -> Mapping[str, float]:

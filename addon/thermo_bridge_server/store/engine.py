@@ -412,6 +412,7 @@ class WriterStats:
             "last_batch_size": 0,
             "last_commit_seconds": 0.0,
             "max_commit_seconds": 0.0,
+            "write_failing": 0,
         }
 
     def committed(self, size: int, seconds: float) -> None:
@@ -433,6 +434,16 @@ class WriterStats:
 
 
 # --------------------------------------------------------------------------- the store
+
+
+RETRY_MAX_DELAY = 2.0
+"""Longest pause between two attempts at a batch the database cannot take right now."""
+OUTAGE_LOG_INTERVAL = 60.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before attempt ``attempt + 1`` of a batch: 40 ms doubling, at most RETRY_MAX_DELAY."""
+    return float(min(RETRY_MAX_DELAY, 0.02 * 2.0 ** min(attempt, 16)))
 
 
 class StoreOptions(TypedDict, total=False):
@@ -461,6 +472,48 @@ class BatchingStore(Store):
         self._stats = WriterStats()
         self._listeners: list[CommitListener] = []
         self._epoch: str | None = None
+        self._write_error: str | None = None
+        self._failing_since = 0.0
+        self._outage_logged = 0.0
+
+    @property
+    @override
+    def write_error(self) -> str | None:
+        return self._write_error
+
+    def _write_failing(self, err: BaseException, waiting: int) -> None:
+        """A batch failed for a reason that passes (database down, disk full); it is tried again.
+
+        Logged when the outage starts and once a minute while it lasts (from the writer's
+        thread or task; only plain attributes change here).
+        """
+        now = time.monotonic()
+        self._write_error = f"{type(err).__name__}: {err}".strip()
+        self._stats.values["write_failing"] = 1
+        if not self._failing_since:
+            self._failing_since = self._outage_logged = now
+            _LOGGER.error(
+                "Store writes are failing (%s); retrying until they succeed. The MQTT messages of the %d"
+                " writes waiting are not acknowledged, so the broker keeps them",
+                self._write_error,
+                waiting,
+            )
+        elif now - self._outage_logged >= OUTAGE_LOG_INTERVAL:
+            self._outage_logged = now
+            _LOGGER.error(
+                "Store writes still failing after %.0f s (%s); %d writes waiting",
+                now - self._failing_since,
+                self._write_error,
+                waiting,
+            )
+
+    def _write_ok(self) -> None:
+        """A batch committed: end an outage if there was one."""
+        if self._failing_since:
+            _LOGGER.warning("Store writes succeed again after %.1f s", time.monotonic() - self._failing_since)
+            self._failing_since = 0.0
+            self._write_error = None
+            self._stats.values["write_failing"] = 0
 
     @property
     @override
@@ -588,14 +641,20 @@ class BatchingStore(Store):
         kind: str | None = None,
         online: bool | None = None,
         home: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[DeviceRecord]:
         params: list[Any] = []
         where = self._and_any("d.home", homes, params)
-        for condition, value in (("d.kind = ?", kind), ("a.online = ?", online), ("d.home = ?", home)):
+        conditions = (("d.kind = ?", kind), ("a.online = ?", online), ("d.home = ?", home), ("d.device_id > ?", after))
+        for condition, value in conditions:
             if value is not None:
                 where += f" AND {condition}"
                 params.append(value)
         sql = f"{self._DEVICES} WHERE TRUE{where} ORDER BY d.device_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         return [device_from_row(row) for row in await self._fetch(sql, params)]
 
     @override

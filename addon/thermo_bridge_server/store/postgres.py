@@ -62,6 +62,7 @@ from .engine import (
     batch_keys,
     fail_batch,
     resolve_batch,
+    retry_delay,
 )
 from .rows import BATCH_CAP, PURGE_CHUNK, DedupeKey, StoreClosedError, migrations
 
@@ -88,8 +89,10 @@ _TRANSIENT_ERRORS = (
     OSError,
     TimeoutError,
 )
-"""The batch may well succeed on a fresh connection: retried with backoff a few times, then it
-fails (and the MQTT messages stay unacknowledged). If the connection died *during* COMMIT the
+"""The batch may well succeed on a fresh connection: retried with backoff (at most
+``RETRY_MAX_DELAY`` apart) until it does while the store is open, so a database restart or
+failover loses nothing and the ingest carries on by itself; once closing, after RETRIES
+attempts it fails (and the MQTT messages stay unacknowledged). If the connection died *during* COMMIT the
 first attempt may have committed: the retry is then what a QoS 1 redelivery would be anyway
 (state updates are deduplicated, configs and availability are change-detecting upserts; a
 device event or dead letter may be logged twice)."""
@@ -483,9 +486,15 @@ class PostgresStore(BatchingStore):
             except _TRANSIENT_ERRORS as err:
                 slot.retrying()
                 self._stats.retried()
-                if attempt < RETRIES:
-                    _LOGGER.info("Store batch hit %s (%s); retrying", type(err).__name__, err)
-                    await asyncio.sleep(0.02 * 2**attempt)
+                # While open, a batch is retried until the database takes it (a restart, a
+                # failover): its MQTT messages stay unacknowledged meanwhile, nothing is lost.
+                # Closing gives up after RETRIES so a shutdown never hangs on a dead server.
+                if attempt < RETRIES or self._open:
+                    if attempt < RETRIES:
+                        _LOGGER.info("Store batch hit %s (%s); retrying", type(err).__name__, err)
+                    else:
+                        self._write_failing(err, len(self._queue) + len(batch))
+                    await asyncio.sleep(retry_delay(attempt))
                     if previous is not None:
                         await previous.done
                         previous = None
@@ -507,6 +516,7 @@ class PostgresStore(BatchingStore):
                 await self._commit([op])
             return
         self._stats.committed(len(batch), time.perf_counter() - started)
+        self._write_ok()
         resolve_batch(batch, results)
         if committed:
             self._ring(committed[-1][0], committed)

@@ -8,8 +8,11 @@ idempotency keys are checked with one ``INSERT OR IGNORE … RETURNING``.
 
 If a batch fails on an operation's data (a constraint, a bad value), it is rolled back and
 its operations are retried one transaction each, so the bad one fails alone and loses
-nothing else. Any other failure (disk full, I/O error) fails the whole batch: the futures
-carry the error and the ingest does not acknowledge those MQTT messages.
+nothing else. A failure that passes (disk full, an I/O error, a lock held too long) rolls the
+batch back and tries it again, with backoff, until it commits: meanwhile its futures stay
+pending, so the ingest does not acknowledge those MQTT messages and the broker keeps them
+(and stops sending more once our in-flight window is full); ``write_error`` and /health say
+why. Any other failure fails the whole batch: the futures carry the error.
 
 Reads run on separate connections in a small thread pool, so the event loop never waits on
 disk. WAL mode lets them read while the writer commits.
@@ -48,6 +51,7 @@ from .engine import (
     batch_keys,
     fail_batch,
     resolve_batch,
+    retry_delay,
 )
 from .rows import BATCH_CAP, PURGE_CHUNK, StoreClosedError, migrations
 
@@ -116,9 +120,22 @@ def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     return applied
 
 
+JOURNAL_MODE_TRIES = 100
+
+
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
+    for attempt in range(JOURNAL_MODE_TRIES):
+        # Switching a new database to WAL needs it to itself, and SQLite answers "locked" at
+        # once instead of waiting for the busy timeout when another connection opens it too.
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == JOURNAL_MODE_TRIES - 1:
+                conn.close()
+                raise
+            time.sleep(0.05)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA temp_store=MEMORY")
@@ -140,8 +157,29 @@ _Op = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]
 
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, ValueError, TypeError)
 """Errors one operation's data causes: the batch is retried one operation per transaction.
-Anything else (disk full, I/O error, locked database) fails the whole batch at once: retrying
-2,000 operations one by one against a broken disk would only stall the writer."""
+Anything else fails the whole batch at once: retrying 2,000 operations one by one against a
+broken disk would only stall the writer."""
+
+_PASSING_ERRORS = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+"""Primary result codes of conditions that pass (disk full, I/O error, a lock, a read-only remount):
+the whole batch is tried again, with backoff, until it commits while the store is open."""
+RETRIES_WHEN_CLOSING = 3
+
+
+def _passes(err: BaseException) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    return isinstance(err, sqlite3.OperationalError) and code is not None and code & 0xFF in _PASSING_ERRORS
 
 
 def purge_chunk_op(rows: BatchRows, ts: float) -> Step:
@@ -267,6 +305,7 @@ class SQLiteStore(BatchingStore):
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._read_lock = threading.Lock()
+        self._wake_retry = threading.Event()  # set by close(): a writer waiting to retry tries at once
         self._open = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -275,6 +314,7 @@ class SQLiteStore(BatchingStore):
         if self._open:
             return
         self._loop = asyncio.get_running_loop()
+        self._wake_retry.clear()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # Shielded: the thread owns the connection until it returns it, even if open() is cancelled
         # (closing it under a running migration would crash the sqlite3 module).
@@ -290,6 +330,7 @@ class SQLiteStore(BatchingStore):
         if not self._open:
             return
         self._open = False
+        self._wake_retry.set()
         self._queue.put(None)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
@@ -338,6 +379,21 @@ class SQLiteStore(BatchingStore):
             conn.close()
 
     def _commit(self, writer: _Writer, batch: list[_Op]) -> None:
+        """Commit ``batch``; a passing failure (disk full…) is retried until it commits while open."""
+        attempt = 0
+        while True:
+            err = self._attempt(writer, batch)
+            if err is None or not _passes(err) or (not self._open and attempt >= RETRIES_WHEN_CLOSING):
+                break
+            attempt += 1
+            self._stats.retried()
+            self._write_failing(err, self._queue.qsize() + len(batch))
+            self._wake_retry.wait(retry_delay(attempt))
+        if err is not None:
+            self._failed(writer, batch, err)
+
+    def _attempt(self, writer: _Writer, batch: list[_Op]) -> Exception | None:
+        """One transaction for ``batch``; None once committed (futures resolved), else the error."""
         started = time.perf_counter()
         conn = writer.conn
         results: list[Any] = []
@@ -354,19 +410,23 @@ class SQLiteStore(BatchingStore):
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             self._stats.failed()
-            if len(batch) > 1 and isinstance(err, _DATA_ERRORS):
-                _LOGGER.warning("Store batch of %d failed (%s); retrying one by one", len(batch), err)
-                for op in batch:
-                    self._commit(writer, [op])
-                return
-            _LOGGER.error("Store write of %d operation(s) failed: %s", len(batch), err)
-            self._call(fail_batch, batch, err)
-            return
+            return err
         self._stats.committed(len(batch), time.perf_counter() - started)
+        self._write_ok()
         self._call(resolve_batch, batch, results)
         if committed := writer.rows.committed:
             writer.rows.committed = []
             self._call(self._ring, committed[-1][0], committed)
+        return None
+
+    def _failed(self, writer: _Writer, batch: list[_Op], err: Exception) -> None:
+        if len(batch) > 1 and isinstance(err, _DATA_ERRORS):
+            _LOGGER.warning("Store batch of %d failed (%s); retrying one by one", len(batch), err)
+            for op in batch:
+                self._commit(writer, [op])
+            return
+        _LOGGER.error("Store write of %d operation(s) failed: %s", len(batch), err)
+        self._call(fail_batch, batch, err)
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
         assert self._loop is not None  # noqa: S101 - set before the thread starts

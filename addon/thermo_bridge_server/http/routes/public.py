@@ -38,6 +38,8 @@ async def health(request: web.Request) -> web.Response:
         store_ok, store_error = False, "timeout"
     except Exception as err:  # health reports any store failure, it never raises
         store_ok, store_error = False, type(err).__name__
+    if store_ok and (write_error := ctx.store.write_error) is not None:
+        store_ok, store_error = False, f"writes failing: {write_error[:200]}"
     healthy = broker_ok and store_ok
     body: dict[str, Any] = {
         "status": "ok" if healthy else "degraded",
