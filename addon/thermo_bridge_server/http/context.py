@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,14 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class InternalStatus:
+    """``/internal/v1/status``: its token, and the figures only the assembled server knows."""
+
+    token: str
+    figures: Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
 class HttpContext:
     """Everything a handler reaches through ``request.app[HTTP]``."""
 
@@ -41,6 +49,8 @@ class HttpContext:
     metrics: Metrics
     openapi: Callable[[], Mapping[str, Any]]
     rate_limiter: RateLimiter
+    internal: InternalStatus | None = None
+    """None: the internal status endpoint answers 404 (e.g. an app built without a token file)."""
 
     @property
     def counters(self) -> HttpCounters:
