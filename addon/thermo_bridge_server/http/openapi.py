@@ -623,6 +623,16 @@ def build_paths() -> dict[str, Any]:
                 public=True,
             )
         },
+        "/": {
+            "get": _operation(
+                "getIndex",
+                "What this server is, with links to its API document, health and metrics (unauthenticated)",
+                "200",
+                {"description": "A small HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                tag="meta",
+                public=True,
+            )
+        },
         "/health/live": {
             "get": _operation(
                 "getLiveness",
