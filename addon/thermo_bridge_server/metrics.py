@@ -37,6 +37,8 @@ class IngestCounters(Protocol):
     commands_acked: int
     commands_failed: int
     commands_timed_out: int
+    reports_sent: int
+    reports_lost: int
 
 
 class TransportState(Protocol):
@@ -242,6 +244,10 @@ class Metrics:
             ("timed_out", ingest.commands_timed_out),
         ):
             out.add(commands, "counter", "", value, {"status": status})
+        reports = metric_name("command_reports_total")
+        out.declare(reports, "counter", "Command outcomes announced on <base>/<id>/command, by result of the publish.")
+        out.add(reports, "counter", "", ingest.reports_sent, {"result": "sent"})
+        out.add(reports, "counter", "", ingest.reports_lost, {"result": "lost"})
 
     def _transport(self, out: Exposition) -> None:
         if self.transport is not None:
