@@ -27,24 +27,27 @@ from .access import AccessPolicy, Permissions
 from .auth import Authenticator
 from .auth.bearer import auth_middleware
 from .auth.devauth import DevIssuer
+from .auth.internal import load_or_create_internal_token
 from .config import ServerConfig
 from .discovery import Advertiser
-from .http import API_PREFIX, HttpContext, HttpSettings, middlewares, setup_http
+from .http import API_PREFIX, HttpContext, HttpSettings, InternalStatus, middlewares, setup_http
 from .http.openapi import build_document
 from .ingest import Ingest
-from .metrics import HttpCounters, Metrics
+from .metrics import HttpCounters, Metrics, Throughput
 from .mqtt import MqttTransport
 from .ratelimit import RateLimiter
 from .realtime import SELF_AUTHENTICATING, Realtime, RealtimeSettings, setup_realtime
 from .store import create_store
 from .store.base import Store
 from .store.retention import run_retention
+from .supervisor import SupervisorError, announce
 
 _LOGGER = logging.getLogger(__name__)
 
 RETENTION_INTERVAL = 3600.0
 SHUTDOWN_TIMEOUT = 10.0
 MAX_HEADER_FIELD_BYTES = 16_384
+THROUGHPUT_SAMPLE_INTERVAL = 5.0
 
 
 @functools.cache
@@ -71,6 +74,8 @@ class Components:
     authenticator: Authenticator
     session: aiohttp.ClientSession
     realtime: Realtime
+    internal_token: str
+    throughput: Throughput
     dev_issuer: DevIssuer | None = None
     advertiser: Advertiser | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -105,6 +110,15 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         dead_letter_limit=config.dead_letter_limit,
         default_home=config.default_home,
     )
+    # Before the session: an unusable token file raises with nothing open yet.
+    internal_token, created = await asyncio.to_thread(load_or_create_internal_token, config.internal_token_path)
+    if created:
+        _LOGGER.info(
+            "Created the internal token in %s: Home Assistant's Thermo Bridge integration reads the server's "
+            "status with it (the add-on hands it over by itself; to link a server found on the network, "
+            "paste it from that file)",
+            config.internal_token_path,
+        )
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
     try:
         authenticator, dev_issuer = await _authenticator(config, session)
@@ -162,6 +176,8 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         authenticator=authenticator,
         session=session,
         realtime=realtime,
+        internal_token=internal_token,
+        throughput=Throughput(lambda: ingest.messages_in),
         dev_issuer=dev_issuer,
     )
     app = web.Application(
@@ -193,6 +209,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             openapi=lambda: document,
             rate_limiter=limiter,
             address_limiter=RateLimiter(config.rate_limit_unauthenticated_per_minute),
+            internal=InternalStatus(internal_token, functools.partial(status_figures, components)),
         ),
     )
     transport.connection_listeners.append(realtime.broker_changed)
@@ -202,6 +219,40 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         app.router.add_routes(dev_issuer.routes())
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+async def status_figures(c: Components) -> dict[str, Any]:
+    """The parts of ``/internal/v1/status`` only the assembled server knows."""
+    try:
+        size: int | None = await c.store.size_bytes()
+    except Exception:  # a store that cannot tell right now: the figure is unknown, the answer still comes
+        size = None
+    return {
+        "base_topic": c.config.mqtt.base_topic,
+        "web_clients": c.realtime.figures()["connections"],
+        "messages_per_minute": round(c.throughput.per_minute(), 1),
+        "rejected_total": sum(c.ingest.rejected_by_reason.values()),
+        "database_bytes": size,
+        "devices": len(c.ingest.router.devices),
+    }
+
+
+async def announce_to_supervisor(c: Components) -> None:
+    """Tell Home Assistant, through the Supervisor, where this add-on is and how to read its status."""
+    try:
+        uuid = await announce(
+            c.session, c.config, port=c.port or c.config.http_port, api_path=API_PREFIX, token=c.internal_token
+        )
+    except SupervisorError as err:
+        _LOGGER.error("Home Assistant will not offer to link this add-on: %s", err)
+        return
+    _LOGGER.info("Announced to Home Assistant through the Supervisor (discovery %s)", uuid)
+
+
+async def _sample_throughput(c: Components) -> None:
+    while True:
+        c.throughput.sample()
+        await asyncio.sleep(THROUGHPUT_SAMPLE_INTERVAL)
 
 
 async def _authenticator(
@@ -262,6 +313,7 @@ async def _start(c: Components, started: set[str]) -> None:
     if c.dev_issuer is None:
         c.spawn(c.authenticator.prefetch(), "jwks-prefetch")
     c.spawn(run_retention(c.store, config.retention_days, RETENTION_INTERVAL), "retention")
+    c.spawn(_sample_throughput(c), "throughput")
     if config.zeroconf:
         # Probing and announcing take a second or two: do not hold up start-up for it.
         c.spawn(_advertise(c), "zeroconf")
@@ -279,6 +331,9 @@ async def _advertise(c: Components) -> None:
         host=config.http_host,
         # Bound to loopback only: announce there, not to a LAN that cannot reach us.
         interfaces=[config.http_host] if config.http_host.startswith("127.") else None,
+        # In a container (the add-on without host networking) the machine's own address is the
+        # container's: advertise_host names the one the LAN reaches.
+        addresses=[config.advertise_host] if config.advertise_host else None,
     )
     try:
         await c.advertiser.start()

@@ -22,6 +22,7 @@ from thermo_bridge_protocol import (
     DEFAULT_BASE_TOPIC,
     Ack,
     AckStatus,
+    CommandReport,
     DeviceConfig,
     DeviceEvent,
     DeviceRouter,
@@ -33,6 +34,7 @@ from thermo_bridge_protocol import (
     encode_config,
     wildcard_topic,
 )
+from thermo_bridge_protocol import CommandStatus as ReportStatus
 from thermo_bridge_protocol.router import MessageCallback, Unsubscribe
 
 from .errors import IdempotencyConflictError, StoreUnavailableError
@@ -128,6 +130,8 @@ class Ingest(ProtocolHandler):
         self.commands_failed = 0
         self.commands_timed_out = 0
         self.acks_unmatched = 0
+        self.reports_sent = 0
+        self.reports_lost = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -273,6 +277,7 @@ class Ingest(ProtocolHandler):
         else:
             self.commands_failed += 1
             _LOGGER.info("device %s refused command %s: %s", device_id, ack.command_id, ack.reason)
+        self._report(updated)
 
     def on_rejected(
         self, device_id: str | None, kind: MessageKind | None, error: ProtocolError, topic: str, payload: bytes
@@ -352,9 +357,40 @@ class Ingest(ProtocolHandler):
         results = await asyncio.gather(
             *(self.store.update_command(r.command_id, CommandStatus.TIMED_OUT, reason, now) for r in pending)
         )
-        done = sum(1 for result in results if result is not None)  # another replica may have been first
-        self.commands_timed_out += done
-        return done
+        finished = [result for result in results if result is not None]  # another replica may have been first
+        for record in finished:
+            self._report(record)
+        self.commands_timed_out += len(finished)
+        return len(finished)
+
+    def _report(self, record: CommandRecord) -> None:
+        """Announce a command's outcome on ``<base>/<id>/command``, so Home Assistant tells who did what.
+
+        Only the process that moved the command to its final status gets here, so each command
+        is announced once. Published in the background: the device's ack is not kept waiting.
+        """
+        report = CommandReport(
+            command_id=record.command_id,
+            values=dict(record.values),
+            user=record.sub,
+            status=ReportStatus(record.status),
+            reason=record.reason[:200] if record.reason else None,
+            ts=record.updated_at,
+        )
+        task = asyncio.get_running_loop().create_task(self._publish_report(record.device_id, report))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_report(self, device_id: str, report: CommandReport) -> None:
+        try:
+            await self.router.async_send_command_report(device_id, report)
+        except (MqttError, ConnectionError, TimeoutError) as err:
+            self.reports_lost += 1
+            self._log_problem(
+                ("report", type(err).__name__), "outcome of command %s not announced: %s", report.command_id, err
+            )
+        else:
+            self.reports_sent += 1
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -376,4 +412,6 @@ class Ingest(ProtocolHandler):
             "commands_failed": self.commands_failed,
             "commands_timed_out": self.commands_timed_out,
             "acks_unmatched": self.acks_unmatched,
+            "command_reports_sent": self.reports_sent,
+            "command_reports_lost": self.reports_lost,
         }

@@ -12,7 +12,8 @@ import contextlib
 import math
 import os
 import re
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ class IngestCounters(Protocol):
     commands_acked: int
     commands_failed: int
     commands_timed_out: int
+    reports_sent: int
+    reports_lost: int
 
 
 class TransportState(Protocol):
@@ -100,6 +103,33 @@ class Exposition:
                 suffix = f"{{{label_text}}}" if label_text else ""
                 lines.append(f"{family.name}{suffix} {_format_value(value)}")
         return "\n".join(lines) + "\n"
+
+
+class Throughput:
+    """Messages per minute, from a running total sampled every few seconds (nothing per message)."""
+
+    def __init__(
+        self, total: Callable[[], int], window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._total = total
+        self._window = window
+        self._clock = clock
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def sample(self) -> None:
+        """Record the total now; keep one sample at least ``window`` old, drop older ones."""
+        now = self._clock()
+        self._samples.append((now, self._total()))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self._window:
+            self._samples.popleft()
+
+    def per_minute(self) -> float:
+        """The rate over the last ``window`` seconds (or since the first sample), per minute."""
+        self.sample()
+        (first_at, first), (last_at, last) = self._samples[0], self._samples[-1]
+        if last_at <= first_at:
+            return 0.0
+        return (last - first) * 60.0 / (last_at - first_at)
 
 
 class HttpCounters:
@@ -214,6 +244,10 @@ class Metrics:
             ("timed_out", ingest.commands_timed_out),
         ):
             out.add(commands, "counter", "", value, {"status": status})
+        reports = metric_name("command_reports_total")
+        out.declare(reports, "counter", "Command outcomes announced on <base>/<id>/command, by result of the publish.")
+        out.add(reports, "counter", "", ingest.reports_sent, {"result": "sent"})
+        out.add(reports, "counter", "", ingest.reports_lost, {"result": "lost"})
 
     def _transport(self, out: Exposition) -> None:
         if self.transport is not None:

@@ -60,6 +60,7 @@ from .protocol import (
     Unsubscribe,
     decode_object,
 )
+from .server import ServerCoordinator
 
 _LOGGER = logging.getLogger(__package__)
 
@@ -137,6 +138,8 @@ class Bridge(ProtocolHandler):
         self._logged_rejections: set[tuple[str, MessageKind]] = set()
         self._foreign: set[str] = set()
         self._unsubscribes: list[CALLBACK_TYPE] = []
+        self.server: ServerCoordinator | None = None
+        """The linked server's status poller; None unless the entry knows the server and its token."""
 
     @property
     def base_topic(self) -> str:

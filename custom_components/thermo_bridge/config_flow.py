@@ -3,12 +3,14 @@
 The unique id is the base topic. An entry may also know the Thermo Bridge server (add-on) that
 serves that base topic: from the Supervisor's discovery (host, port, API path and the server's
 internal token) or from its zeroconf advertisement (host, port, API path; the LAN never sees the
-token). A rediscovery with another address updates the entry.
+token, so the user may paste it from the server's token file). A rediscovery with another address
+updates the entry; a refused token starts a reauthentication.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ from .protocol import (
     validate_base_topic,
     wildcard_topic,
 )
+from .server import ServerAuthError, ServerUnreachableError, async_fetch_status
 
 MQTT_DOMAIN = "mqtt"
 API_PATH_RE = re.compile(r"(/[A-Za-z0-9._~-]+)+/?")
@@ -80,6 +83,14 @@ def _server_address(host: object, port: object, api_path: object) -> dict[str, A
     if not host or url.host is None or url.user is not None:
         return None
     return {CONF_HOST: host, CONF_PORT: port, CONF_API_PATH: api_path.rstrip("/")}
+
+
+TOKEN_SELECTOR = selector.TextSelector(selector.TextSelectorConfig(type=selector.TextSelectorType.PASSWORD))
+
+
+def _address(data: Mapping[str, Any]) -> str:
+    """``host:port`` of the entry's server, or ``-`` when it has none."""
+    return f"{data[CONF_HOST]}:{data[CONF_PORT]}" if data.get(CONF_HOST) else "-"
 
 
 def _title(base_topic: str) -> str:
@@ -160,8 +171,46 @@ class ThermoBridgeConfigFlow(ConfigFlow, domain=DOMAIN):
             # The Supervisor's discovery reaches the add-on on its own network: keep that address.
             self._abort_if_unique_id_configured()
         self._abort_if_unique_id_configured(updates={**address, CONF_LINK: LINK_NETWORK})
+        if self._mqtt_missing():
+            return self.async_abort(reason="mqtt_not_configured")
         self._server = {**address, CONF_LINK: LINK_NETWORK}
-        return await self._async_discovered(base)
+        self._base_topic = base
+        self.context["title_placeholders"] = {CONF_BASE_TOPIC: base}
+        return await self.async_step_zeroconf_confirm()
+
+    async def async_step_zeroconf_confirm(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Confirm a server found on the LAN; its internal token (optional) shows the server's status."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            token = user_input.get(CONF_TOKEN, "").strip()
+            if not token:
+                return self._create_entry()
+            error = await self._async_check_server(self._server, token, self._base_topic)
+            if error is None:
+                self._server[CONF_TOKEN] = token
+                return self._create_entry()
+            errors[CONF_TOKEN] = error
+        return self.async_show_form(
+            step_id="zeroconf_confirm",
+            data_schema=vol.Schema({vol.Optional(CONF_TOKEN): TOKEN_SELECTOR}),
+            description_placeholders={
+                CONF_BASE_TOPIC: self._base_topic,
+                "address": f"{self._server[CONF_HOST]}:{self._server[CONF_PORT]}",
+            },
+            errors=errors,
+        )
+
+    async def _async_check_server(self, server: Mapping[str, Any], token: str, base: str) -> str | None:
+        """Why the server does not take ``token`` for ``base``, as an error key, or None."""
+        try:
+            status = await async_fetch_status(self.hass, server[CONF_HOST], server[CONF_PORT], token)
+        except ServerAuthError:
+            return "invalid_token"
+        except ServerUnreachableError:
+            return "cannot_connect"
+        if status.base_topic != base:
+            return "other_base_topic"
+        return None
 
     async def async_step_hassio(self, discovery_info: HassioServiceInfo) -> ConfigFlowResult:
         """The Thermo Bridge add-on announced itself through the Supervisor: offer to link it."""
@@ -190,10 +239,9 @@ class ThermoBridgeConfigFlow(ConfigFlow, domain=DOMAIN):
         )
 
     async def _async_discovered(self, base: str) -> ConfigFlowResult:
+        """Confirm a base topic found by MQTT discovery (which HA's MQTT integration made)."""
         await self.async_set_unique_id(base)
         self._abort_if_unique_id_configured()
-        if self._mqtt_missing():
-            return self.async_abort(reason="mqtt_not_configured")
         self._base_topic = base
         self.context["title_placeholders"] = {CONF_BASE_TOPIC: base}
         return await self.async_step_discovery_confirm()
@@ -213,11 +261,16 @@ class ThermoBridgeConfigFlow(ConfigFlow, domain=DOMAIN):
         )
 
     async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Check the base topic; it is the entry's unique id, so another one is another entry."""
+        """Check the base topic (the unique id: another one is another entry); take a server's token.
+
+        The token field is there once the entry knows a server (from discovery): pasting the
+        internal token shows the server's status; left empty, the token stays as it is.
+        """
         entry = self._get_reconfigure_entry()
         errors: dict[str, str] = {}
         if user_input is not None:
             base = _validated_base_topic(user_input[CONF_BASE_TOPIC])
+            token = user_input.get(CONF_TOKEN, "").strip()
             if base is None:
                 errors[CONF_BASE_TOPIC] = "invalid_topic"
             else:
@@ -225,10 +278,41 @@ class ThermoBridgeConfigFlow(ConfigFlow, domain=DOMAIN):
                 self._abort_if_unique_id_mismatch(
                     description_placeholders={CONF_BASE_TOPIC: entry.data[CONF_BASE_TOPIC]}
                 )
-                return self.async_update_reload_and_abort(entry, data_updates={CONF_BASE_TOPIC: base})
+                updates: dict[str, Any] = {CONF_BASE_TOPIC: base}
+                if token and (error := await self._async_check_server(entry.data, token, base)) is not None:
+                    errors[CONF_TOKEN] = error
+                else:
+                    if token:
+                        updates[CONF_TOKEN] = token
+                    return self.async_update_reload_and_abort(entry, data_updates=updates)
+        schema = self._schema(user_input[CONF_BASE_TOPIC] if user_input else entry.data[CONF_BASE_TOPIC])
+        if entry.data.get(CONF_HOST):
+            schema = schema.extend({vol.Optional(CONF_TOKEN): TOKEN_SELECTOR})
         return self.async_show_form(
             step_id="reconfigure",
-            data_schema=self._schema(user_input[CONF_BASE_TOPIC] if user_input else entry.data[CONF_BASE_TOPIC]),
+            data_schema=schema,
+            description_placeholders={"address": _address(entry.data)},
+            errors=errors,
+        )
+
+    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+        """The linked server refused the entry's internal token (it was recreated)."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the server's current internal token."""
+        entry = self._get_reauth_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            token = user_input[CONF_TOKEN].strip()
+            error = await self._async_check_server(entry.data, token, entry.data[CONF_BASE_TOPIC])
+            if error is None:
+                return self.async_update_reload_and_abort(entry, data_updates={CONF_TOKEN: token})
+            errors[CONF_TOKEN] = error
+        return self.async_show_form(
+            step_id="reauth_confirm",
+            data_schema=vol.Schema({vol.Required(CONF_TOKEN): TOKEN_SELECTOR}),
+            description_placeholders={"address": _address(entry.data)},
             errors=errors,
         )
 

@@ -1,7 +1,7 @@
 """Device configs in the protocol's wire form: what simulated, benchmark and test devices announce.
 
 Every builder returns the JSON-ready dict a device publishes, retained, on
-``<base>/<device_id>/config`` (docs/protocol.md, docs/schemas/config.schema.json), and
+``<base>/<device_id>/config`` (docs/protocol.md, docs/schemas/device-config.schema.json), and
 ``encode`` turns one into the payload bytes. Keys come out in the order the protocol's own
 encoder writes them, so ``encode`` gives the same bytes as the protocol's ``encode_config``
 of the parsed config when the numbers are written alike.

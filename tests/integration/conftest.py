@@ -25,7 +25,10 @@ from syrupy.assertion import SnapshotAssertion
 
 import custom_components
 from custom_components.thermo_bridge.const import CONF_BASE_TOPIC, DOMAIN
+from tests.broker import Mosquitto
 from thermo_bridge_sim import devices
+
+from .server_process import ServerProcess
 
 PROJECT_INTEGRATION = Path(__file__).parents[2] / "custom_components"
 # HA resolves custom integrations through the `custom_components` package: make sure it is the
@@ -102,6 +105,17 @@ async def unload_entries_after_test(hass: HomeAssistant) -> AsyncIterator[None]:
     # socket close that never comes: let it fire (it does not re-arm on the mock).
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=2))
     await hass.async_block_till_done()
+
+
+@pytest.fixture
+async def server(
+    hass: HomeAssistant, socket_enabled: None, mosquitto: Mosquitto, tmp_path: Path
+) -> AsyncIterator[ServerProcess]:
+    """The real Thermo Bridge server (a process, dev auth, on loopback) on the test's broker."""
+    process = ServerProcess(tmp_path / "server", mosquitto)
+    await hass.async_add_executor_job(process.start)
+    yield process
+    await hass.async_add_executor_job(process.stop)
 
 
 @pytest.fixture

@@ -16,8 +16,10 @@ from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.thermo_bridge.const import CONF_BASE_TOPIC, DOMAIN
+from tests.broker import free_port
 
 from .conftest import THERMOSTAT_CONFIG, SetupEntry
+from .server_process import ServerProcess
 
 
 def mqtt_info(payload: str | bytes = json.dumps(THERMOSTAT_CONFIG), subscribed: str = "thermo_bridge/+/config") -> Any:
@@ -200,11 +202,13 @@ async def test_discovery_without_mqtt(hass: HomeAssistant) -> None:
 
 
 async def test_zeroconf_flow(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    """Without the token (the LAN advertisement never carries it) the entry has the devices only."""
     info = zeroconf_info({"version": "0.1.0", "api_path": "/api/v1", "base_topic": "site/a"})
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_ZEROCONF}, data=info)
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "discovery_confirm"
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["step_id"] == "zeroconf_confirm"
+    assert result["description_placeholders"] == {CONF_BASE_TOPIC: "site/a", "address": "192.168.1.20:8099"}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"token": "  "})
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"] == {
         CONF_BASE_TOPIC: "site/a",
@@ -214,6 +218,8 @@ async def test_zeroconf_flow(hass: HomeAssistant, mqtt_mock: Any) -> None:
         "link": "network",
     }
     assert result["result"].unique_id == "site/a"
+    await hass.async_block_till_done()
+    assert result["result"].runtime_data.server is None
 
 
 async def test_zeroconf_merges_with_the_mqtt_discovered_entry(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
@@ -268,31 +274,38 @@ async def test_zeroconf_invalid(
     assert result["reason"] == "invalid_discovery_info"
 
 
-async def test_hassio_flow_links_the_add_on(hass: HomeAssistant, mqtt_mock: Any) -> None:
-    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info())
+async def test_hassio_flow_links_the_add_on(hass: HomeAssistant, mqtt_mock: Any, server: ServerProcess) -> None:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info(**server.discovery_config())
+    )
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "hassio_confirm"
     assert result["description_placeholders"] == {CONF_BASE_TOPIC: "thermo_bridge"}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == "Thermo Bridge"
-    assert result["data"] == LINKED
+    assert result["data"] == {**LINKED, "host": "127.0.0.1", "port": server.port, "token": server.token}
     assert result["result"].unique_id == "thermo_bridge"
 
 
-async def test_hassio_discovery_updates_the_entry(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
+async def test_hassio_discovery_updates_the_entry(
+    hass: HomeAssistant, setup_entry: SetupEntry, server: ServerProcess
+) -> None:
     """An entry of the same base topic gets the add-on's address and token; a moved add-on updates it."""
     entry = await setup_entry()
-    for changes in ({}, {"host": "172.30.33.5", "port": 18099}, {"token": "rotated"}):
+    add_on = {**LINKED, "host": "127.0.0.1", "port": server.port, "token": server.token}
+    for changes in ({}, {"host": "localhost"}, {"port": free_port()}):
         result = await hass.config_entries.flow.async_init(
-            DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info(**changes)
+            DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info(**{**server.discovery_config(), **changes})
         )
         assert result["type"] is FlowResultType.ABORT
         assert result["reason"] == "already_configured"
         await hass.async_block_till_done()
-        assert entry.data == {**LINKED, **changes}
+        assert entry.data == {**add_on, **changes}
     assert len(hass.config_entries.async_entries(DOMAIN)) == 1
     assert entry.runtime_data.base_topic == "thermo_bridge"  # reloaded, still running
+    assert entry.runtime_data.server is not None
+    assert entry.runtime_data.server.port == entry.data["port"]
 
 
 @pytest.mark.parametrize(
@@ -319,12 +332,13 @@ async def test_hassio_discovery_invalid(hass: HomeAssistant, mqtt_mock: Any, cha
     assert result["reason"] == "invalid_discovery_info"
 
 
-async def test_hassio_port_as_text_is_accepted(hass: HomeAssistant, mqtt_mock: Any) -> None:
+async def test_hassio_port_as_text_is_accepted(hass: HomeAssistant, mqtt_mock: Any, server: ServerProcess) -> None:
+    config = {**server.discovery_config(), "port": str(server.port)}
     result = await hass.config_entries.flow.async_init(
-        DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info(port="8099")
+        DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info(**config)
     )
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
-    assert result["data"]["port"] == 8099
+    assert result["data"]["port"] == server.port
 
 
 async def test_hassio_discovery_without_mqtt(hass: HomeAssistant) -> None:

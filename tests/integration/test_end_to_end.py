@@ -36,10 +36,7 @@ from custom_components.thermo_bridge.const import CONF_BASE_TOPIC, DOMAIN, EVENT
 from tests.broker import Mosquitto
 from tests.waiting import wait_for
 
-THERMOSTAT = "e2e_thermostat_1"
-SENSOR = "e2e_sensor_1"
-WAIT = 15.0
-"""Upper bound for conditions that normally hold within milliseconds (a loaded CI box is slow)."""
+from .live import SENSOR, THERMOSTAT, WAIT, start_simulator
 
 
 @pytest.fixture
@@ -107,17 +104,6 @@ class Simulator:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def start_simulator(broker: Mosquitto, log: Path) -> subprocess.Popen[bytes]:
-    """``thermo-bridge-sim`` (as ``python -m``, so in this interpreter's environment), output into ``log``."""
-    devices = ("--thermostats", "1", "--sensors", "1", "--id-prefix", "e2e", "--seed", "7")
-    with log.open("wb") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "thermo_bridge_sim", "--host", broker.host, "--port", str(broker.port), *devices],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
 
 
 @pytest.fixture

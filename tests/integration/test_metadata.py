@@ -241,6 +241,8 @@ def test_translations_match_strings() -> None:
             "device_unavailable",
             "publish_failed",
             "mqtt_not_available",
+            "server_token_refused",
+            "server_unreachable",
         }
         == exceptions
     )
@@ -251,6 +253,10 @@ def test_translations_match_strings() -> None:
         assert any(key in section for section in sections), key
     for reason in re.findall(r'async_abort\(reason="([a-z_]+)"\)', source):
         assert reason in strings["config"]["abort"], reason
+    for error in re.findall(r'(?:return|errors\[[A-Z_]+\] =) "([a-z_]+)"', source):
+        assert error in strings["config"]["error"], error
+    for step in re.findall(r'step_id="([a-z_]+)"', source):
+        assert step in strings["config"]["step"] or step in strings["options"]["step"], step
 
 
 def test_icons_reference_translation_keys() -> None:

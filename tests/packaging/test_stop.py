@@ -7,6 +7,7 @@ received in the store: SIGTERM lands while the store's writer still has messages
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -126,6 +127,6 @@ def test_sigterm_drains_and_flushes_within_the_s6_grace(
     assert took < grace
     assert "Stopped" in log
 
-    with sqlite3.connect(database) as db:
+    with contextlib.closing(sqlite3.connect(database)) as db:  # sqlite3's own context manager does not close
         (stored,) = db.execute("SELECT count(*) FROM history WHERE device_id = ?", (DEVICE,)).fetchone()
     assert stored == MESSAGES

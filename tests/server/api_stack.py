@@ -46,6 +46,8 @@ def make_config(broker: Mosquitto, db: Path, jwks: JwksServer, **env: str) -> Se
         "THERMO_BRIDGE_ZEROCONF": "false",
         "THERMO_BRIDGE_HTTP_PORT": "8099",
         "THERMO_BRIDGE_OPTIONS_FILE": "",
+        # Beside the test's database even when store_url points at PostgreSQL.
+        "THERMO_BRIDGE_INTERNAL_TOKEN_PATH": str(db.with_name(f"{db.stem}_internal_token")),
     }
     values.update({f"THERMO_BRIDGE_{key.upper()}": value for key, value in env.items()})
     config = load_config([], values)

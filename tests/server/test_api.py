@@ -661,6 +661,7 @@ async def test_metrics_exposition(stack: ServerStack, admin: str) -> None:
     assert {("status", s) for s in ("sent", "acked", "failed", "timed_out")} <= {
         labels[0] for (name, labels) in samples if name == "thermo_bridge_commands_total"
     }
+    assert samples[("thermo_bridge_command_reports_total", (("result", "lost"),))] == 0
     assert any(name.startswith("thermo_bridge_store_") for name, _ in samples), "store figures are exported"
     assert samples[("thermo_bridge_asyncio_tasks", ())] >= 3  # at least the MQTT runner, the tailer, this handler
     assert samples[("thermo_bridge_process_resident_memory_bytes", ())] > 10 * 2**20

@@ -2,12 +2,14 @@
 
 ``python -m thermo_bridge_server`` runs as the add-on does: under a Supervisor (a local one
 answering like it, with the add-on's ``SUPERVISOR_TOKEN``) whose MQTT service hands out a
-password-protected broker. Then everything a user does, with real tokens: REST with good,
-expired, forged and malformed tokens and an oversized header, SSE tickets (minted, used,
-reused), WebSocket sessions with refreshes good and bad and a refused auth, a command to a
-device, an admin grant. Once per auth mode: Auth0 (a JWKS server) and dev auth (the
-server's own key file). Afterwards the output must not contain any token, signature,
-ticket, password, the Supervisor token or a line of the dev key's PEM.
+password-protected broker and which takes the server's discovery (carrying its internal
+token). Then everything a user does, with real tokens: REST with good, expired, forged and
+malformed tokens and an oversized header, SSE tickets (minted, used, reused), WebSocket
+sessions with refreshes good and bad and a refused auth, a command to a device, an admin
+grant, the internal status with the right and a wrong token. Once per auth mode: Auth0 (a
+JWKS server) and dev auth (the server's own key file). Afterwards the output must not hold
+16 characters in a row of any token signature, ticket, password, the Supervisor token, the
+internal token or the dev key.
 """
 
 from __future__ import annotations
@@ -41,17 +43,32 @@ DOMAIN = "thermo-bridge-test.eu.auth0.com"
 
 
 class Supervisor:
-    """Answers ``GET /services/mqtt`` as the Supervisor does, for the add-on's token only."""
+    """Answers as the Supervisor does, for the add-on's token only: its MQTT service, its info, discovery."""
 
     def __init__(self, broker: Mosquitto) -> None:
         self.broker = broker
         self.runner: web.AppRunner | None = None
         self.url = ""
+        self.discovered: list[dict[str, object]] = []
 
     async def start(self) -> None:
-        async def mqtt(request: web.Request) -> web.Response:
+        def refused(request: web.Request) -> web.Response | None:
             if request.headers.get("Authorization") != f"Bearer {SUPERVISOR_TOKEN}":
                 return web.json_response({"result": "error", "message": "Unauthorized"}, status=401)
+            return None
+
+        async def info(request: web.Request) -> web.Response:
+            return refused(request) or web.json_response({"result": "ok", "data": {"hostname": "local-tb"}})
+
+        async def discovery(request: web.Request) -> web.Response:
+            if (answer := refused(request)) is not None:
+                return answer
+            self.discovered.append(await request.json())
+            return web.json_response({"result": "ok", "data": {"uuid": "0f1e2d3c"}})
+
+        async def mqtt(request: web.Request) -> web.Response:
+            if (answer := refused(request)) is not None:
+                return answer
             data = {
                 "addon": "core_mosquitto",
                 "host": self.broker.host,
@@ -65,6 +82,8 @@ class Supervisor:
 
         app = web.Application()
         app.router.add_get("/services/mqtt", mqtt)
+        app.router.add_get("/addons/self/info", info)
+        app.router.add_post("/discovery", discovery)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -192,6 +211,7 @@ async def test_a_full_debug_run_logs_no_secret(mode: str, tmp_path: Path) -> Non
         "zeroconf": False,
         "ws_allow_no_origin": True,
         "dev_key_path": str(tmp_path / "dev_key.pem"),
+        "internal_token_path": str(tmp_path / "internal_token"),
     }
     if jwks is not None:
         settings |= {"auth0_domain": DOMAIN, "auth0_audience": jwks.audience, "auth0_jwks_url": jwks.jwks_url}
@@ -209,6 +229,7 @@ async def test_a_full_debug_run_logs_no_secret(mode: str, tmp_path: Path) -> Non
     )
     log = tmp_path / "server.log"
     tickets: list[str] = []
+    internal = ""
     try:
         await asyncio.to_thread(simulator.start)
         async with running_server(env, log) as proc:
@@ -219,6 +240,14 @@ async def test_a_full_debug_run_logs_no_secret(mode: str, tmp_path: Path) -> Non
                 dev = DevIssuer(tmp_path / "dev_key.pem", issuer=f"http://localhost:{port}/", warn=False)
             tokens = Tokens(mode, jwks, dev)
             await _user_session(base, tokens, tickets)
+            internal = (tmp_path / "internal_token").read_text().strip()
+            await wait_for(lambda: supervisor.discovered, what="the discovery posted to the Supervisor")
+            assert supervisor.discovered[0]["config"]["token"] == internal  # type: ignore[index]
+            async with aiohttp.ClientSession() as session:
+                for token, status in ((internal, 200), (internal[::-1], 401)):
+                    headers = {"Authorization": f"Bearer {token}"}
+                    async with session.get(base + "/internal/v1/status", headers=headers) as resp:
+                        assert resp.status == status
         assert proc.returncode == 0, log.read_text()[-3000:]
     finally:
         await asyncio.to_thread(simulator.stop)
@@ -234,7 +263,11 @@ async def test_a_full_debug_run_logs_no_secret(mode: str, tmp_path: Path) -> Non
     assert "Refused a malformed HTTP request" in text
     assert "Admin 'auth0|admin' set the grants of 'auth0|alice'" in text
     assert "Traceback" not in text
-    secrets: dict[str, str] = {"the MQTT password": MQTT_PASSWORD, "the Supervisor token": SUPERVISOR_TOKEN}
+    secrets: dict[str, str] = {
+        "the MQTT password": MQTT_PASSWORD,
+        "the Supervisor token": SUPERVISOR_TOKEN,
+        "the internal token": internal,
+    }
     for index, token in enumerate(tokens.minted):
         secrets[f"the signature of token {index}"] = token.rsplit(".", 1)[1]
     for index, ticket in enumerate(tickets):
@@ -242,7 +275,7 @@ async def test_a_full_debug_run_logs_no_secret(mode: str, tmp_path: Path) -> Non
     if mode == "dev":
         pem = (tmp_path / "dev_key.pem").read_text().splitlines()
         secrets["the dev key"] = "".join(line for line in pem if not line.startswith("-----"))
-    assert len(secrets) >= 8  # 5 tokens, a ticket, the password, the Supervisor token (and the key)
+    assert len(secrets) >= 9  # 5 tokens, a ticket, the password, the Supervisor and internal tokens (the key)
     # Any 16 characters in a row of a secret count: a log line quoting part of one leaks it too.
     leaked = sorted({name for name, value in secrets.items() for part in _windows(value) if part in text})
     assert leaked == [], f"found in the log: {leaked}"

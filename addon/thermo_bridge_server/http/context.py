@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,14 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class InternalStatus:
+    """``/internal/v1/status``: its token, and the figures only the assembled server knows."""
+
+    token: str
+    figures: Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
 class HttpContext:
     """Everything a handler reaches through ``request.app[HTTP]``."""
 
@@ -43,6 +51,8 @@ class HttpContext:
     rate_limiter: RateLimiter
     address_limiter: RateLimiter
     """Requests refused with 401, per client address."""
+    internal: InternalStatus | None = None
+    """None: the internal status endpoint answers 404 (e.g. an app built without a token file)."""
 
     @property
     def counters(self) -> HttpCounters:

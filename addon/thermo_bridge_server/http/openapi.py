@@ -253,6 +253,43 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Liveness": {
+        "type": "object",
+        "required": ["status", "version"],
+        "additionalProperties": False,
+        "properties": {"status": {"const": "alive"}, "version": {"type": "string"}},
+    },
+    "ServerStatus": {
+        "type": "object",
+        "description": "What Home Assistant's Thermo Bridge integration shows of the server.",
+        "required": [
+            "version",
+            "base_topic",
+            "broker_connected",
+            "store_ok",
+            "web_clients",
+            "messages_per_minute",
+            "rejected_total",
+            "database_bytes",
+            "devices",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "version": {"type": "string"},
+            "base_topic": {"type": "string", "description": "The devices' MQTT base topic this server serves."},
+            "broker_connected": {"type": "boolean"},
+            "store_ok": {"type": "boolean", "description": "The store answers a small read."},
+            "web_clients": {"type": "integer", "minimum": 0, "description": "Open WebSocket and SSE streams."},
+            "messages_per_minute": {"type": "number", "minimum": 0, "description": "MQTT messages taken in."},
+            "rejected_total": {"type": "integer", "minimum": 0, "description": "MQTT messages rejected since start."},
+            "database_bytes": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "Space the stored data takes; null when the store cannot tell now.",
+            },
+            "devices": {"type": "integer", "minimum": 0, "description": "Devices with a known config."},
+        },
+    },
 }
 
 _WWW_AUTH = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "RFC 6750 challenge."}}
@@ -663,10 +700,42 @@ def build_paths() -> dict[str, Any]:
                 public=True,
             )
         },
+        "/": {
+            "get": _operation(
+                "getIndex",
+                "What this server is, with links to its API document, health and metrics (unauthenticated)",
+                "200",
+                {"description": "A small HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                tag="meta",
+                public=True,
+            )
+        },
+        "/health/live": {
+            "get": _operation(
+                "getLiveness",
+                "Liveness: the server runs and answers (unauthenticated; the add-on's HEALTHCHECK)",
+                "200",
+                _json("Always, while the server serves HTTP.", _ref("Liveness")),
+                tag="meta",
+                public=True,
+            )
+        },
+        "/internal/v1/status": {
+            "get": _operation(
+                "getServerStatus",
+                "The server's figures for Home Assistant's Thermo Bridge integration (internal token only)",
+                "200",
+                _json("Version, readiness and load.", _ref("ServerStatus")),
+                tag="meta",
+                errors=("400", "401", "404"),
+                public=True,
+            )
+            | {"security": [{"internalToken": []}]}
+        },
         "/health": {
             "get": _operation(
                 "getHealth",
-                "Liveness and readiness (unauthenticated)",
+                "Readiness: broker connected and store answering (unauthenticated)",
                 "200",
                 _json("Broker connected and store answering.", _ref("Health")),
                 tag="meta",
@@ -722,7 +791,12 @@ def build_document(version: str = "0.1.0", *, homes_claim: str = DEFAULT_HOMES_C
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "An Auth0 access token (RS256) for the configured API audience.",
-                }
+                },
+                "internalToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The server's internal token (in the file internal_token_path names), not Auth0's.",
+                },
             },
         },
     }

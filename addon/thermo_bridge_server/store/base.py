@@ -344,3 +344,7 @@ class Store(ABC):
     @abstractmethod
     async def stats(self) -> Mapping[str, float]:
         """Backend figures for /metrics (queue depth, last batch size, commit latency seconds…)."""
+
+    @abstractmethod
+    async def size_bytes(self) -> int:
+        """Space the stored data takes (the database files, or this store's tables in PostgreSQL)."""

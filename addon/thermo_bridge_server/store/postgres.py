@@ -315,6 +315,17 @@ class PostgresStore(BatchingStore):
         raise AssertionError("unreachable")
 
     @override
+    async def size_bytes(self) -> int:
+        # This store's tables (with their indexes and TOAST) in its schema: the database may hold others'.
+        sql = (
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm', 'p')"
+        )
+        rows = await self._fetch(sql, ())
+        return int(rows[0][0])
+
+    @override
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         return cast("list[Sequence[Any]]", await self._query("fetch", numbered(sql), *params))
 

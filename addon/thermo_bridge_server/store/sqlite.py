@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -118,6 +119,15 @@ def apply_migrations(conn: sqlite3.Connection) -> list[int]:
         _LOGGER.info("Applied SQLite migration %03d_%s", version, name)
         applied.append(version)
     return applied
+
+
+def _files_size(path: str) -> int:
+    """The database file and its write-ahead log, as they are on disk right now."""
+    total = 0
+    for name in (path, f"{path}-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(name).st_size
+    return total
 
 
 JOURNAL_MODE_TRIES = 100
@@ -432,6 +442,12 @@ class SQLiteStore(BatchingStore):
         assert self._loop is not None  # noqa: S101 - set before the thread starts
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits these any more
             self._loop.call_soon_threadsafe(fn, *args)
+
+    @override
+    async def size_bytes(self) -> int:
+        if not self._open:
+            raise StoreClosedError("the store is not open")
+        return await asyncio.to_thread(_files_size, self.path)
 
     # ---------------------------------------------------------------- reads
     def _reader(self) -> sqlite3.Connection:

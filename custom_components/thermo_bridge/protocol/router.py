@@ -17,6 +17,7 @@ from typing import Any
 
 from .codec import (
     encode_command,
+    encode_command_report,
     parse_ack,
     parse_availability,
     parse_command_report,
@@ -204,6 +205,11 @@ class DeviceRouter:
         """Publish a built command to ``<base>/<id>/set``: QoS 1, never retained."""
         topic = device_topic(self.base_topic, device_id, MessageKind.SET)
         await self._publish(topic, encode_command(command), COMMAND_QOS, False)
+
+    async def async_send_command_report(self, device_id: str, report: CommandReport) -> None:
+        """Announce a command's outcome on ``<base>/<id>/command`` (the server's part): QoS 1, never retained."""
+        topic = device_topic(self.base_topic, validate_device_id(device_id), MessageKind.COMMAND)
+        await self._publish(topic, encode_command_report(report), COMMAND_QOS, False)
 
     async def async_clear_config(self, device_id: str) -> None:
         """Clear a device's retained config so a deleted device is not rediscovered."""
