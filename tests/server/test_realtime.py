@@ -251,6 +251,29 @@ async def test_send_command_is_acked_on_its_own_id(stack: ServerStack, clients: 
     assert acked["offset"] > 0
 
 
+async def test_a_connections_commands_to_a_device_leave_in_message_order(
+    stack: ServerStack, clients: list[WsClient]
+) -> None:
+    """Handlers run concurrently; the device still gets the setpoints in the order they were sent."""
+    alice = await authed(stack, clients, "alice")
+    targets = [18.0, 18.5, 19.0, 19.5, 20.0, 20.5, 21.0, 21.5]
+    ids = [
+        await alice.send({"type": "send_command", "device_id": T1, "values": {"target_temperature": t}})
+        for t in targets
+    ]
+    await alice.until(lambda: all(i in alice.results for i in ids), "every result")
+    command_ids = [alice.results[i]["result"]["id"] for i in ids]
+    pending = [
+        e.data["id"]
+        for e in await stack.components.store.events_since(0, limit=100_000)
+        if e.data.get("id") in command_ids and e.data.get("status") == "pending"
+    ]
+    assert pending == command_ids
+    await alice.until(lambda: all(any(e["data"]["status"] == "acked" for e in alice.of(i)) for i in ids), "every ack")
+    state = await alice.request({"type": "get_state", "device_id": T1})
+    assert state["result"]["values"]["target_temperature"] == targets[-1]
+
+
 async def test_send_command_errors(stack: ServerStack, clients: list[WsClient]) -> None:
     alice = await authed(stack, clients, "alice")
     too_hot = await alice.request({"type": "send_command", "device_id": T1, "values": {"target_temperature": 99}})

@@ -199,25 +199,28 @@ async def handle_send_command(session: Session, msg: dict[str, Any]) -> Any:  # 
     """Send a command; its later events come on this message's id until its outcome."""
     realtime = session.realtime
     principal = session.principal
-    access = await realtime.policy.resolve(principal, realtime.settings.permissions.write)
-    device = await realtime.policy.device(access, msg["device_id"])
-    wait = realtime.command_limiter.take(principal.sub)
-    if wait > 0:
-        raise ApiError(429, "rate_limited", f"too many commands; retry in {max(1, round(wait))} s")
     conn = session.conn
-    # Routed before the command exists: its outcome may be logged before send_command returns.
-    watch = Subscription(msg["id"], conn, Filter(devices=frozenset({device.device_id}), events=frozenset({"command"})))
-    conn.hub.add(watch)
-    try:
-        record = await realtime.sender.send_command(
-            device.device_id, msg["values"], principal.sub, msg.get("idempotency_key")
+    async with session.device_turn(msg["device_id"]):
+        access = await realtime.policy.resolve(principal, realtime.settings.permissions.write)
+        device = await realtime.policy.device(access, msg["device_id"])
+        wait = realtime.command_limiter.take(principal.sub)
+        if wait > 0:
+            raise ApiError(429, "rate_limited", f"too many commands; retry in {max(1, round(wait))} s")
+        # Routed before the command exists: its outcome may be logged before send_command returns.
+        watch = Subscription(
+            msg["id"], conn, Filter(devices=frozenset({device.device_id}), events=frozenset({"command"}))
         )
-    except Exception as err:
-        if (error := command_error(err, device.device_id)) is None:
-            raise
-        raise error from None
-    finally:
-        conn.hub.remove(watch)
+        conn.hub.add(watch)
+        try:
+            record = await realtime.sender.send_command(
+                device.device_id, msg["values"], principal.sub, msg.get("idempotency_key")
+            )
+        except Exception as err:
+            if (error := command_error(err, device.device_id)) is None:
+                raise
+            raise error from None
+        finally:
+            conn.hub.remove(watch)
     early, watch.buffer = watch.buffer or [], None
     watch.until_final = True
     session.send_result(msg["id"], command_json(record))

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Final, NoReturn
 
 import voluptuous as vol
@@ -115,6 +116,8 @@ class Session:
         self.principal = principal
         self.last_id = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.device_turns: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Per device: the lock its send_commands take in message order, and how many hold or wait."""
         rate = realtime.settings.messages_per_second
         self.limiter = RateLimiter(rate * 60, burst=rate * 2, max_users=1)
         self._expiry: asyncio.TimerHandle | None = None
@@ -136,6 +139,26 @@ class Session:
         if err.details:
             error["details"] = err.details
         self.send_json({"id": msg_id, "type": "result", "success": False, "error": error})
+
+    @contextlib.asynccontextmanager
+    async def device_turn(self, device_id: str) -> AsyncIterator[None]:
+        """Hold ``device_id``'s turn: this connection's commands to a device leave in message order.
+
+        Handlers run concurrently and their store reads finish in any order; without a turn,
+        setpoints sent 20, 20.5, 21 could reach the device as 20, 21, 20.5. The turn covers
+        the checks and the publish, not the wait for the device's answer.
+        """
+        lock, users = self.device_turns.get(device_id) or (asyncio.Lock(), 0)
+        self.device_turns[device_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self.device_turns[device_id]
+            if users == 1:
+                del self.device_turns[device_id]
+            else:
+                self.device_turns[device_id] = (lock, users - 1)
 
     # ---------------------------------------------------------------- token expiry and refresh
     def watch_expiry(self) -> None:
