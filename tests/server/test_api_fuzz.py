@@ -7,7 +7,8 @@ answer: ``not_a_server_error`` (no 5xx, whatever is sent), ``response_schema_con
 document calls valid is never refused with 400: only 2xx, or 404 for ids that do not exist,
 409/422 for a command the device's capabilities refuse). Positive and negative data, the
 coverage phase's boundary values and the fuzzing phase, a fixed number of examples per
-operation, deterministic, under a time budget. Requests carry a real RS256 admin token.
+operation, deterministic, under a time budget. Requests carry a real RS256 admin token
+(``/internal/v1/status`` the server's internal token).
 
 Excluded: the two streaming operations. ``GET /api/v1/ws`` is an upgrade to a WebSocket
 (its messages are docs/asyncapi.yaml's, fuzzed in test_ws_fuzz.py) and ``GET /api/v1/events``
@@ -50,11 +51,16 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serve
     await server.stop()
 
 
-def _config(devices: list[str]) -> str:
-    """Schemathesis' configuration: our hooks, real device ids half of the time, the accepted statuses."""
+def _config(devices: list[str], token: str, internal_token: str) -> str:
+    """Schemathesis' configuration: our hooks, real device ids half of the time, the accepted
+    statuses, the admin's token on every request and the internal token on the one operation
+    that takes it."""
     return "\n".join(
         [
             'hooks = "tests.server.schemathesis_hooks"',
+            "",
+            "[headers]",
+            f'Authorization = "Bearer {token}"',
             "",
             "[dictionaries.devices]",
             f"values = {json.dumps(devices)}",
@@ -65,15 +71,20 @@ def _config(devices: list[str]) -> str:
             "[checks.positive_data_acceptance]",
             'expected-statuses = ["2xx", "404", "409", "422"]',
             "",
+            "[[operations]]",
+            'include-path = "/internal/v1/status"',
+            f'headers = {{ Authorization = "Bearer {internal_token}" }}',
+            "",
         ]
     )
 
 
 async def test_schemathesis_finds_nothing(stack: ServerStack, tmp_path: Path) -> None:
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(_config(sorted(stack.sim.devices)))
-    report = tmp_path / "report.json"
     token = stack.jwks.make_token("auth0|fuzzer", ADMIN)
+    internal_token = stack.components.internal_token
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(_config(sorted(stack.sim.devices), token, internal_token))
+    report = tmp_path / "report.json"
     command = [
         sys.executable,
         "-m",
@@ -93,8 +104,6 @@ async def test_schemathesis_finds_nothing(stack: ServerStack, tmp_path: Path) ->
         "--generation-deterministic",
         "--max-time",
         str(TIME_BUDGET),
-        "--header",
-        f"Authorization: Bearer {token}",
         *(arg for path in STREAMS for arg in ("--exclude-path", path)),
         "--workers",
         "1",
@@ -112,7 +121,8 @@ async def test_schemathesis_finds_nothing(stack: ServerStack, tmp_path: Path) ->
     )
     output, _ = await asyncio.wait_for(proc.communicate(), TIME_BUDGET + 60)
     text = output.decode(errors="replace")
-    assert token not in text  # the token is masked in every reproduction it prints
+    assert token not in text  # the tokens are masked in every reproduction it prints
+    assert internal_token not in text
     result = json.loads(report.read_text())
     assert proc.returncode == 0, text[-6000:]
     assert result["failures"] == [], text[-6000:]
