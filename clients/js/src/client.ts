@@ -176,7 +176,7 @@ export class ThermoBridgeClient {
    * the command waits (bounded) and goes out once on reconnect.
    */
   sendCommand(deviceId: string, values: CommandValues): Promise<Command> {
-    return this.#commands.add(deviceId, values, this.#ready);
+    return this.#commands.add(deviceId, values);
   }
 
   /** Commands not settled yet (queued or waiting for the device). */
@@ -235,7 +235,7 @@ export class ThermoBridgeClient {
       if (waiting === 0 && this.#ready === connection) this.#setState(open);
     };
     for (const subscription of subscriptions) subscription.start(connection, done);
-    this.#commands.flush(connection);
+    this.#commands.attach(connection);
     if (subscriptions.length === 0) this.#setState(open);
   }
 
@@ -243,6 +243,7 @@ export class ThermoBridgeClient {
     if (connection !== this.#connection) return;
     this.#connection = undefined;
     this.#ready = undefined;
+    this.#commands.detach();
     this.#stableTimer.stop();
     const vouched = info.code === CLOSE_GOING_AWAY || info.code === CLOSE_SLOW_CONSUMER ? parsePosition(info.reason) : undefined;
     for (const subscription of this.#subscriptions) subscription.stop(vouched);

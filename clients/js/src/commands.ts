@@ -7,12 +7,21 @@ import type { Command, CommandValues } from "./types.js";
 /** What survives a page reload: commands the server has not confirmed receiving. */
 export type PersistedCommand = { readonly key: string; readonly device_id: string; readonly values: CommandValues };
 
+/**
+ * send_commands awaiting their result at once. The server runs at most 32 commands of a
+ * connection at a time and closes one that sends more than 50 messages a second beyond a
+ * burst of 100: a full queue flushed after a reconnect must trickle out, not flood.
+ */
+const WINDOW = 16;
+
 interface Entry {
   readonly key: string;
   readonly deviceId: string;
   readonly values: CommandValues;
   /** The server has it (a result came back): from now on it is the server's to deliver once. */
   accepted: boolean;
+  /** The connection it was last sent on. */
+  sentOn?: Connection | undefined;
   /** Absent for commands restored from storage: their outcome is only reported as an event. */
   readonly settle?: { resolve(command: Command): void; reject(error: Error): void };
 }
@@ -28,6 +37,8 @@ export class CommandQueue {
   readonly #max: number;
   readonly #stored: StoredValue<PersistedCommand[]> | undefined;
   readonly #onUpdate: (command: Command) => void;
+  #connection: Connection | undefined;
+  #inFlight = 0;
 
   constructor(max: number, stored: StoredValue<PersistedCommand[]> | undefined, onUpdate: (command: Command) => void) {
     this.#max = max;
@@ -43,8 +54,8 @@ export class CommandQueue {
     return this.#entries.size;
   }
 
-  /** Queues a command; sends it now when a connection is ready. */
-  add(deviceId: string, values: CommandValues, connection: Connection | undefined): Promise<Command> {
+  /** Queues a command; it goes out as soon as a connection is ready and the window allows. */
+  add(deviceId: string, values: CommandValues): Promise<Command> {
     if (this.#entries.size >= this.#max) {
       return Promise.reject(new CommandError("queue_full", `${this.#max} commands are already waiting`));
     }
@@ -52,13 +63,20 @@ export class CommandQueue {
       const entry: Entry = { key: randomKey(), deviceId, values, accepted: false, settle: { resolve, reject } };
       this.#entries.set(entry.key, entry);
       this.#persist();
-      if (connection) this.#transmit(connection, entry);
+      this.#pump();
     });
   }
 
   /** A connection is ready: (re)send everything not settled yet, oldest first. */
-  flush(connection: Connection): void {
-    for (const entry of this.#entries.values()) this.#transmit(connection, entry);
+  attach(connection: Connection): void {
+    this.#connection = connection;
+    this.#inFlight = 0;
+    this.#pump();
+  }
+
+  /** The connection is gone: what it did not settle waits for the next one. */
+  detach(): void {
+    this.#connection = undefined;
   }
 
   /** The client closed: every promise is rejected and nothing is kept (another user may sign in). */
@@ -69,20 +87,35 @@ export class CommandQueue {
     for (const entry of entries) entry.settle?.reject(new CommandError("closed", "the client was closed"));
   }
 
+  /** Sends what this connection has not sent yet, while fewer than WINDOW results are outstanding. */
+  #pump(): void {
+    const connection = this.#connection;
+    if (!connection) return;
+    for (const entry of this.#entries.values()) {
+      if (this.#inFlight >= WINDOW) return;
+      if (entry.sentOn === connection) continue;
+      entry.sentOn = connection;
+      this.#inFlight += 1;
+      this.#transmit(connection, entry);
+    }
+  }
+
   #transmit(connection: Connection, entry: Entry): void {
     const id = connection.send(
       { type: "send_command", device_id: entry.deviceId, values: entry.values, idempotency_key: entry.key },
       (result) => {
+        this.#inFlight -= 1;
         if (!result.success) {
           this.#drop(entry);
           entry.settle?.reject(wireError(result.error));
-          return;
+        } else {
+          if (!entry.accepted) {
+            entry.accepted = true;
+            this.#persist();
+          }
+          if (this.#update(entry, result.result as Command)) connection.unroute(id);
         }
-        if (!entry.accepted) {
-          entry.accepted = true;
-          this.#persist();
-        }
-        if (this.#update(entry, result.result as Command)) connection.unroute(id);
+        this.#pump();
       },
       (event) => {
         if (event.type === "command" && this.#update(entry, event.data)) connection.unroute(id);
