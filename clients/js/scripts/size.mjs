@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The SDK's weight in an app: dist/ bundled into one minified ES module (esbuild), then gzip.
+// The SDK's weight in an app: the whole SDK bundled into one minified ES2022 module (esbuild,
+// straight from src/ so it never measures a stale build), then gzip.
 // Prints the sizes; with --max-gzip=<bytes> exits 1 above that budget.
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,10 +10,11 @@ import { build } from "esbuild";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const result = await build({
-  entryPoints: [join(root, "dist/index.js")],
+  entryPoints: [join(root, "src/index.ts")],
   bundle: true,
   minify: true,
   format: "esm",
+  target: "es2022",
   platform: "neutral",
   write: false,
 });
