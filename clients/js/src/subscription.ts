@@ -56,7 +56,14 @@ export class WsSubscription implements Subscription {
   readonly #hooks: SubscriptionHooks;
   #connection: Connection | undefined;
   #id = 0;
-  #active = false;
+  /**
+   * Past its replay on this connection: started from a snapshot, or an event after the
+   * replay's end arrived. Only then does a close reason's position cover it: the server
+   * vouches with the last frame it wrote to the connection, and while this subscription's
+   * replay is still being written, another subscription's live events can be that frame.
+   */
+  #live = false;
+  #replayEnd = Infinity;
 
   constructor(filters: Filters, handlers: SubscriptionHandlers, tracker: PositionTracker, snapshot: boolean, hooks: SubscriptionHooks) {
     this.filters = filters;
@@ -74,7 +81,8 @@ export class WsSubscription implements Subscription {
   start(connection: Connection, done: () => void): void {
     const since = this.#tracker.position;
     this.#connection = connection;
-    this.#active = false;
+    this.#live = false;
+    this.#replayEnd = Infinity;
     const command: Wire.SubscribeCommand extends infer C ? Omit<C, "id"> : never = {
       type: "subscribe",
       ...this.filters,
@@ -90,9 +98,9 @@ export class WsSubscription implements Subscription {
 
   /** The connection ended. A 1001/4008 close reason vouches that everything up to it was delivered. */
   stop(vouched: Position | undefined): void {
-    if (this.#active && vouched) this.#tracker.advance(vouched);
+    if (this.#live && vouched) this.#tracker.advance(vouched);
     this.#connection = undefined;
-    this.#active = false;
+    this.#live = false;
   }
 
   unsubscribe(): void {
@@ -106,8 +114,13 @@ export class WsSubscription implements Subscription {
   }
 
   #subscribed(result: Wire.SubscribeResult): void {
-    this.#active = true;
-    if (result.recovered) return; // the replay follows as events
+    if (result.recovered) {
+      // The replay up to result.offset follows as events, then live ones.
+      this.#replayEnd = result.offset;
+      this.#live = (this.#tracker.position?.offset ?? 0) >= result.offset;
+      return;
+    }
+    this.#live = true;
     const position = { epoch: result.epoch, offset: result.offset };
     this.#tracker.reset(position);
     // The snapshot's device configs are the protocol's config wire form (Snapshot says so).
@@ -117,6 +130,7 @@ export class WsSubscription implements Subscription {
   }
 
   #deliver(event: ServerEvent): void {
+    if (event.offset > this.#replayEnd) this.#live = true;
     if (this.#tracker.accept(event)) this.#handlers.onEvent(event);
     else this.#hooks.duplicate(event);
   }
