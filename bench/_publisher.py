@@ -34,21 +34,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from thermo_bridge_protocol import (
-    DeviceConfig,
-    DeviceKind,
-    HvacMode,
-    Measurement,
-    Setpoint,
-    ThermostatCapabilities,
-    encode_config,
-)
+from thermo_bridge_sim import devices
 
 OURS_BASE = "thermo_bridge"
 BASELINE_BASE = "hadisc"
 DISCOVERY_PREFIX = "homeassistant"
-MANUFACTURER = "thermo_bridge bench"
-MODEL = "BT-1"
 
 
 def device_id(prefix: str, index: int) -> str:
@@ -81,59 +71,36 @@ def encode(values: dict[str, Any]) -> bytes:
     return json.dumps(values, separators=(",", ":")).encode()
 
 
-def ours_config(dev: str, index: int) -> DeviceConfig:
-    """Our protocol: one thermostat with temperature, humidity and battery measurements."""
-    return DeviceConfig(
-        device_id=dev,
-        kind=DeviceKind.THERMOSTAT,
-        name=f"Bench thermostat {index}",
-        measurements=(
-            Measurement("temperature", "°C", 1),
-            Measurement("humidity", "%", 0),
-            Measurement("battery", "%", 0),
-        ),
-        manufacturer=MANUFACTURER,
-        model=MODEL,
-        sw_version="1.0.0",
-        thermostat=ThermostatCapabilities(
-            hvac_modes=(HvacMode.OFF, HvacMode.HEAT),
-            temperature_unit="°C",
-            setpoint=Setpoint.SINGLE,
-            min_temp=7,
-            max_temp=30,
-            temp_step=0.5,
-        ),
-    )
-
-
 def ours_messages(prefix: str, index: int) -> list[tuple[str, bytes]]:
     """Config, availability and first state of one device in our protocol (all retained)."""
     dev = device_id(prefix, index)
     return [
-        (f"{OURS_BASE}/{dev}/config", encode_config(ours_config(dev, index))),
+        (f"{OURS_BASE}/{dev}/config", devices.encode(devices.bench_thermostat(dev, index))),
         (f"{OURS_BASE}/{dev}/availability", b"online"),
         (f"{OURS_BASE}/{dev}/state", encode(first_state())),
     ]
 
 
-def _device_info(dev: str, index: int) -> dict[str, Any]:
+def _device_info(config: devices.WireConfig) -> dict[str, Any]:
     return {
-        "identifiers": [dev],
-        "name": f"Bench thermostat {index}",
-        "manufacturer": MANUFACTURER,
-        "model": MODEL,
-        "sw_version": "1.0.0",
+        "identifiers": [config["id"]],
+        "name": config["name"],
+        "manufacturer": config["manufacturer"],
+        "model": config["model"],
+        "sw_version": config["sw_version"],
     }
 
 
-def _components(dev: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """(platform, object id, config) of the 4 entities HA's MQTT discovery gets for one device."""
+def _components(config: devices.WireConfig) -> list[tuple[str, str, dict[str, Any]]]:
+    """(platform, object id, config) of the entities HA's MQTT discovery gets for our ``config``'s device."""
+    dev = config["id"]
+    thermostat = config["thermostat"]
     state_topic = f"{BASELINE_BASE}/{dev}/state"
     climate = {
         "name": None,
         "unique_id": f"{dev}_climate",
         "default_entity_id": f"climate.{dev}",
-        "modes": ["off", "heat"],
+        "modes": thermostat["hvac_modes"],
         "mode_state_topic": state_topic,
         "mode_state_template": "{{ value_json.hvac_mode }}",
         "mode_command_topic": f"{BASELINE_BASE}/{dev}/set/mode",
@@ -146,28 +113,24 @@ def _components(dev: str) -> list[tuple[str, str, dict[str, Any]]]:
         "current_temperature_template": "{{ value_json.temperature }}",
         "current_humidity_topic": state_topic,
         "current_humidity_template": "{{ value_json.humidity }}",
-        "min_temp": 7,
-        "max_temp": 30,
-        "temp_step": 0.5,
+        "min_temp": thermostat["min_temp"],
+        "max_temp": thermostat["max_temp"],
+        "temp_step": thermostat["temp_step"],
         "precision": 0.1,
         "temperature_unit": "C",
     }
     out: list[tuple[str, str, dict[str, Any]]] = [("climate", "climate", climate)]
-    for key, device_class, unit, precision in (
-        ("temperature", "temperature", "°C", 1),
-        ("humidity", "humidity", "%", 0),
-        ("battery", "battery", "%", 0),
-    ):
+    for key, declared in config["measurements"].items():
         sensor = {
             "name": key.capitalize(),
             "unique_id": f"{dev}_{key}",
             "default_entity_id": f"sensor.{dev}_{key}",
             "state_topic": state_topic,
             "value_template": f"{{{{ value_json.{key} }}}}",
-            "device_class": device_class,
+            "device_class": key,
             "state_class": "measurement",
-            "unit_of_measurement": unit,
-            "suggested_display_precision": precision,
+            "unit_of_measurement": declared["unit"],
+            "suggested_display_precision": declared["precision"],
         }
         out.append(("sensor", key, sensor))
     return out
@@ -176,11 +139,12 @@ def _components(dev: str) -> list[tuple[str, str, dict[str, Any]]]:
 def baseline_messages(prefix: str, index: int) -> list[tuple[str, bytes]]:
     """The same device through Home Assistant's own MQTT discovery, one config per entity (the classic way)."""
     dev = device_id(prefix, index)
+    ours = devices.bench_thermostat(dev, index)
     avail_topic = f"{BASELINE_BASE}/{dev}/availability"
-    common = {"device": _device_info(dev, index), "availability_topic": avail_topic, "qos": 1}
+    common = {"device": _device_info(ours), "availability_topic": avail_topic, "qos": 1}
     out = [
         (f"{DISCOVERY_PREFIX}/{platform}/{dev}/{object_id}/config", encode({**common, **config}))
-        for platform, object_id, config in _components(dev)
+        for platform, object_id, config in _components(ours)
     ]
     out += [(avail_topic, b"online"), (f"{BASELINE_BASE}/{dev}/state", encode(first_state()))]
     return out
@@ -189,13 +153,14 @@ def baseline_messages(prefix: str, index: int) -> list[tuple[str, bytes]]:
 def device_messages(prefix: str, index: int) -> list[tuple[str, bytes]]:
     """The same device through HA's device-based MQTT discovery: one config for all its entities."""
     dev = device_id(prefix, index)
+    ours = devices.bench_thermostat(dev, index)
     avail_topic = f"{BASELINE_BASE}/{dev}/availability"
     config = {
-        "device": _device_info(dev, index),
-        "origin": {"name": MANUFACTURER, "sw_version": "1.0.0"},
+        "device": _device_info(ours),
+        "origin": {"name": devices.BENCH_MANUFACTURER, "sw_version": "1.0.0"},
         "availability_topic": avail_topic,
         "qos": 1,
-        "components": {object_id: {"platform": platform, **cfg} for platform, object_id, cfg in _components(dev)},
+        "components": {object_id: {"platform": platform, **cfg} for platform, object_id, cfg in _components(ours)},
     }
     return [
         (f"{DISCOVERY_PREFIX}/device/{dev}/config", encode(config)),

@@ -32,15 +32,10 @@ for _path in (str(REPO), str(ADDON)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from thermo_bridge_protocol import (  # noqa: E402
-    DeviceConfig,
-    DeviceKind,
-    HvacMode,
-    Measurement,
-    Setpoint,
-    ThermostatCapabilities,
-    encode_config,
-)
+from _machine import cpu_model, git_head, mosquitto_version, ram  # noqa: E402
+
+from thermo_bridge_protocol import DeviceConfig, parse_config  # noqa: E402
+from thermo_bridge_sim import devices  # noqa: E402
 
 BASE = "thermo_bridge"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -52,25 +47,14 @@ def device_id(index: int) -> str:
     return f"bench_t_{index:04d}"
 
 
+def wire_config(index: int) -> devices.WireConfig:
+    """Bench thermostat ``index`` with the two measurements its state reports carry."""
+    return devices.bench_thermostat(device_id(index), index, ("temperature", "humidity"))
+
+
 def device_config(index: int) -> DeviceConfig:
-    """A thermostat with temperature and humidity, as the simulator announces them."""
-    return DeviceConfig(
-        device_id=device_id(index),
-        kind=DeviceKind.THERMOSTAT,
-        name=f"Bench thermostat {index}",
-        measurements=(Measurement("temperature", "°C", 1), Measurement("humidity", "%", 0)),
-        manufacturer="thermo_bridge bench",
-        model="BT-1",
-        sw_version="1.0.0",
-        thermostat=ThermostatCapabilities(
-            hvac_modes=(HvacMode.OFF, HvacMode.HEAT),
-            temperature_unit="°C",
-            setpoint=Setpoint.SINGLE,
-            min_temp=7,
-            max_temp=30,
-            temp_step=0.5,
-        ),
-    )
+    """``wire_config(index)`` as the protocol's model (what the store is given)."""
+    return parse_config(devices.encode(wire_config(index)))
 
 
 _STATE = b'{"temperature":%.1f,"humidity":%d,"hvac_action":"%s","ts":%.3f,"seq":%d}'
@@ -253,52 +237,27 @@ async def count_pg(dsn: str, schema: str) -> dict[str, int]:
 
 def machine() -> dict[str, str]:
     """What the figures were measured on."""
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-                break
-    mosq = "unknown"
-    with contextlib.suppress(Exception):
-        from tests.broker import find_mosquitto  # noqa: PLC0415
-
-        out = subprocess.run([find_mosquitto(), "-h"], capture_output=True, text=True, timeout=5, check=False)
-        mosq = (out.stdout or out.stderr).splitlines()[0].strip()
     pg = "unknown"
     with contextlib.suppress(Exception):
         out = subprocess.run(
             ["psql", pg_dsn(), "-Atc", "SHOW server_version"], capture_output=True, text=True, timeout=5, check=False
         )
         pg = out.stdout.strip() or "unknown"
-    code = "unknown"
-    with contextlib.suppress(Exception):
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "addon"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        code = f"{head}{' + uncommitted changes under addon/' if dirty else ''}"
-        if ADDON != REPO / "addon":
-            code += f" (server and protocol imported from {ADDON})"
+    head, dirty = git_head("addon")
+    code = f"{head}{' + uncommitted changes under addon/' if dirty else ''}"
+    if ADDON != REPO / "addon":
+        code += f" (server and protocol imported from {ADDON})"
     return {
         "code (git)": code,
         "cpus (nproc)": str(os.cpu_count()),
-        "cpu": cpu,
-        "ram": mem,
+        "cpu": cpu_model(),
+        "ram": ram(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "paho-mqtt": importlib.metadata.version("paho-mqtt"),
         "asyncpg": importlib.metadata.version("asyncpg"),
         "sqlite": sqlite3.sqlite_version,
-        "broker": mosq,
+        "broker": mosquitto_version(),
         "postgresql": pg,
     }
 
@@ -307,9 +266,9 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
-def config_messages(devices: int) -> list[tuple[str, bytes]]:
+def config_messages(count: int) -> list[tuple[str, bytes]]:
     """Every device's retained config."""
-    return [(f"{BASE}/{device_id(i)}/config", encode_config(device_config(i))) for i in range(devices)]
+    return [(f"{BASE}/{device_id(i)}/config", devices.encode(wire_config(i))) for i in range(count)]
 
 
 def state_messages(devices: int, count: int, first_seq: int) -> list[tuple[str, bytes]]:

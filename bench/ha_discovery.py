@@ -67,6 +67,8 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _machine import cpu_model, git_head, mosquitto_version, ram  # noqa: E402
+
 VARIANTS = ("baseline", "device", "ours")
 DEFAULT_VARIANTS = "baseline,ours"
 PLATFORM = {"baseline": "mqtt", "device": "mqtt", "ours": "thermo_bridge"}
@@ -478,43 +480,17 @@ def worker_main(args: argparse.Namespace) -> None:
 
 def machine() -> dict[str, str]:
     """What the figures were measured on."""
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-    mosq = "unknown"
-    with contextlib.suppress(Exception):
-        from tests.broker import find_mosquitto  # noqa: PLC0415
-
-        out = subprocess.run([find_mosquitto(), "-h"], capture_output=True, text=True, check=False).stdout
-        mosq = out.splitlines()[0].strip()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "custom_components/thermo_bridge"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    ).stdout.strip()
+    commit, dirty = git_head("custom_components/thermo_bridge")
     return {
-        "code": f"{commit or 'unknown'}" + (" (integration has uncommitted changes)" if dirty else ""),
+        "code": commit + (" (integration has uncommitted changes)" if dirty else ""),
         "cpus (nproc)": str(os.cpu_count()),
-        "cpu": cpu,
-        "ram": mem,
+        "cpu": cpu_model(),
+        "ram": ram(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "home assistant": importlib.metadata.version("homeassistant"),
         "paho-mqtt": importlib.metadata.version("paho-mqtt"),
-        "broker": mosq,
+        "broker": mosquitto_version(),
     }
 
 

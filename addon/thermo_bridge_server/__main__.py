@@ -18,9 +18,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .app import COMPONENTS, SHUTDOWN_TIMEOUT, create_app, server_version
+from .app import COMPONENTS, SHUTDOWN_TIMEOUT, announce_to_supervisor, create_app, server_version
 from .auth.devauth import DevAuthError
+from .auth.internal import InternalTokenError
 from .config import ServerConfig, load_config_or_exit
+from .http.starting import starting_app
 from .supervisor import SupervisorError, resolve_supervisor_mqtt
 
 _LOGGER = logging.getLogger("thermo_bridge_server")
@@ -57,7 +59,51 @@ async def serve(config: ServerConfig) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        sock = _bind(config.http_host, config.http_port)
+    except OSError as err:
+        _LOGGER.error("Cannot listen on %s:%d: %s", config.http_host, config.http_port, err.strerror)
+        return 1
+    waiting_for = "waiting for the Supervisor's MQTT service" if config.supervised else "opening the store"
+    # Alive (not ready) until the real app serves: a stand-in on a duplicate of the socket, so
+    # retiring it leaves the listening socket to the real app.
+    starting = _StandIn(starting_app(server_version(), waiting_for), sock.dup())
+    await starting.start()
+    try:
+        return await _serve(config, sock, stop, starting)
+    finally:
+        await starting.retire()
+        sock.close()
 
+
+class _StandIn:
+    """An aiohttp app serving on a listening socket until another app takes over the same socket."""
+
+    def __init__(self, app: web.Application, sock: socket.socket) -> None:
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._sock = sock
+        self._retired = False
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        await web.SockSite(self._runner, self._sock).start()
+
+    async def retire(self) -> None:
+        """Stop accepting first and let connections already accepted attach, then shut down.
+
+        Closing an asyncio server while it is between accepting a connection and attaching its
+        transport leaks that connection unanswered (the attach asserts the server is open).
+        """
+        if self._retired:
+            return
+        self._retired = True
+        asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await self._runner.cleanup()
+
+
+async def _serve(config: ServerConfig, sock: socket.socket, stop: asyncio.Event, starting: _StandIn) -> int:
     if config.supervised:
         async with aiohttp.ClientSession() as session:
             try:
@@ -68,16 +114,11 @@ async def serve(config: ServerConfig) -> int:
             except asyncio.CancelledError:
                 return 0
     try:
-        sock = _bind(config.http_host, config.http_port)
-    except OSError as err:
-        _LOGGER.error("Cannot listen on %s:%d: %s", config.http_host, config.http_port, err.strerror)
-        return 1
-    try:
         app = await create_app(config)
-    except (ValueError, DevAuthError) as err:  # e.g. a store URL option or dev key file that cannot work
+    except (ValueError, DevAuthError, InternalTokenError) as err:  # e.g. a store URL or key file that cannot work
         _LOGGER.error("Cannot start: %s", err)
-        sock.close()
-        return 1
+        # Under the Supervisor a restart would fail the same way: stop, do not loop.
+        return 0 if config.supervised else 1
     components = app[COMPONENTS]
     components.port = int(sock.getsockname()[1])
     # max_field_size: aiohttp's 8190-byte header limit would answer an 8 KiB bearer token with its
@@ -89,22 +130,23 @@ async def serve(config: ServerConfig) -> int:
     try:
         await _until_stopped(runner.setup(), stop)  # runs start-up: store, MQTT, ingest
     except asyncio.CancelledError:
-        sock.close()
         await runner.cleanup()
         return 0
     except Exception:
         _LOGGER.exception("Start-up failed")
-        sock.close()
         await runner.cleanup()
         return 1
     site = web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await site.start()
+    await starting.retire()
     _LOGGER.info(
         "thermo_bridge server %s listening on http://%s:%d (API under /api/v1)",
         server_version(),
         config.http_host,
         components.port,
     )
+    if config.supervised:
+        components.spawn(announce_to_supervisor(components), "supervisor-discovery")
     await stop.wait()
     _LOGGER.info("Stop signal received: shutting down")
     await runner.cleanup()

@@ -27,22 +27,26 @@ from .access import AccessPolicy, Permissions
 from .auth import Authenticator
 from .auth.bearer import auth_middleware
 from .auth.devauth import DevIssuer
+from .auth.internal import load_or_create_internal_token
 from .config import ServerConfig
 from .discovery import Advertiser
-from .http import API_PREFIX, HttpContext, HttpSettings, middlewares, setup_http
+from .http import API_PREFIX, HttpContext, HttpSettings, InternalStatus, middlewares, setup_http
 from .http.openapi import build_document
 from .ingest import Ingest
-from .metrics import HttpCounters, Metrics
+from .metrics import HttpCounters, Metrics, Throughput
 from .mqtt import MqttTransport
 from .ratelimit import RateLimiter
+from .realtime import SELF_AUTHENTICATING, Realtime, RealtimeSettings, setup_realtime
 from .store import create_store
 from .store.base import Store
 from .store.retention import run_retention
+from .supervisor import SupervisorError, announce
 
 _LOGGER = logging.getLogger(__name__)
 
 RETENTION_INTERVAL = 3600.0
 SHUTDOWN_TIMEOUT = 10.0
+THROUGHPUT_SAMPLE_INTERVAL = 5.0
 
 
 @functools.cache
@@ -59,7 +63,7 @@ COMPONENTS: web.AppKey[Components] = web.AppKey("components")
 
 @dataclass
 class Components:
-    """Everything the app owns, exposed for tests, the WebSocket API and ``__main__``."""
+    """Everything the app owns, exposed for tests and ``__main__``."""
 
     config: ServerConfig
     store: Store
@@ -68,6 +72,9 @@ class Components:
     metrics: Metrics
     authenticator: Authenticator
     session: aiohttp.ClientSession
+    realtime: Realtime
+    internal_token: str
+    throughput: Throughput
     dev_issuer: DevIssuer | None = None
     advertiser: Advertiser | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -102,6 +109,15 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         dead_letter_limit=config.dead_letter_limit,
         default_home=config.default_home,
     )
+    # Before the session: an unusable token file raises with nothing open yet.
+    internal_token, created = await asyncio.to_thread(load_or_create_internal_token, config.internal_token_path)
+    if created:
+        _LOGGER.info(
+            "Created the internal token in %s: Home Assistant's Thermo Bridge integration reads the server's "
+            "status with it (the add-on hands it over by itself; to link a server found on the network, "
+            "paste it from that file)",
+            config.internal_token_path,
+        )
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
     try:
         authenticator, dev_issuer = await _authenticator(config, session)
@@ -117,12 +133,37 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         command_timeout=config.command_timeout,
         shared_group=config.mqtt.shared_group,
     )
+    permissions = Permissions(
+        read=auth_settings.read_permission,
+        write=auth_settings.write_permission,
+        admin=auth_settings.admin_permission,
+    )
+    policy = AccessPolicy(store, permissions)
+    version = server_version()
+    # One bucket per user for REST requests and WebSocket commands alike.
+    limiter = RateLimiter(config.rate_limit_per_minute)
+    realtime = Realtime(
+        store,
+        authenticator,
+        policy,
+        ingest,
+        RealtimeSettings(
+            version=version,
+            permissions=permissions,
+            allowed_origins=config.cors_origins,
+            allow_no_origin=config.ws_allow_no_origin,
+            max_connections_per_user=config.ws_max_connections_per_user,
+            max_message_bytes=config.ws_max_message_bytes,
+        ),
+        limiter,
+    )
     metrics = Metrics(
         http=HttpCounters(),
         ingest=ingest,
         transport=transport,
         store_stats=store.stats,
         transport_stats=transport.stats_dict,
+        realtime_stats=realtime.figures,
     )
     components = Components(
         config=config,
@@ -132,25 +173,24 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
         metrics=metrics,
         authenticator=authenticator,
         session=session,
+        realtime=realtime,
+        internal_token=internal_token,
+        throughput=Throughput(lambda: ingest.messages_in),
         dev_issuer=dev_issuer,
     )
     app = web.Application(
-        middlewares=middlewares(auth_middleware(authenticator, protected_prefix=API_PREFIX)),
+        middlewares=middlewares(
+            auth_middleware(authenticator, protected_prefix=API_PREFIX), self_authenticating=SELF_AUTHENTICATING
+        ),
         client_max_size=config.max_body_bytes,
     )
     app[COMPONENTS] = components
-    version = server_version()
     document = build_document(version)
-    permissions = Permissions(
-        read=auth_settings.read_permission,
-        write=auth_settings.write_permission,
-        admin=auth_settings.admin_permission,
-    )
     setup_http(
         app,
         HttpContext(
             store=store,
-            access=AccessPolicy(store, permissions),
+            access=policy,
             sender=ingest,
             broker=transport,
             settings=HttpSettings(
@@ -162,13 +202,51 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             ),
             metrics=metrics,
             openapi=lambda: document,
-            rate_limiter=RateLimiter(config.rate_limit_per_minute),
+            rate_limiter=limiter,
+            internal=InternalStatus(internal_token, functools.partial(status_figures, components)),
         ),
     )
+    transport.connection_listeners.append(realtime.broker_changed)
+    setup_realtime(app, realtime)
+    app.on_shutdown.append(_drain_streams)
     if dev_issuer is not None:
         app.router.add_routes(dev_issuer.routes())
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+async def status_figures(c: Components) -> dict[str, Any]:
+    """The parts of ``/internal/v1/status`` only the assembled server knows."""
+    try:
+        size: int | None = await c.store.size_bytes()
+    except Exception:  # a store that cannot tell right now: the figure is unknown, the answer still comes
+        size = None
+    return {
+        "base_topic": c.config.mqtt.base_topic,
+        "web_clients": c.realtime.figures()["connections"],
+        "messages_per_minute": round(c.throughput.per_minute(), 1),
+        "rejected_total": sum(c.ingest.rejected_by_reason.values()),
+        "database_bytes": size,
+        "devices": len(c.ingest.router.devices),
+    }
+
+
+async def announce_to_supervisor(c: Components) -> None:
+    """Tell Home Assistant, through the Supervisor, where this add-on is and how to read its status."""
+    try:
+        uuid = await announce(
+            c.session, c.config, port=c.port or c.config.http_port, api_path=API_PREFIX, token=c.internal_token
+        )
+    except SupervisorError as err:
+        _LOGGER.error("Home Assistant will not offer to link this add-on: %s", err)
+        return
+    _LOGGER.info("Announced to Home Assistant through the Supervisor (discovery %s)", uuid)
+
+
+async def _sample_throughput(c: Components) -> None:
+    while True:
+        c.throughput.sample()
+        await asyncio.sleep(THROUGHPUT_SAMPLE_INTERVAL)
 
 
 async def _authenticator(
@@ -208,6 +286,8 @@ async def _start(c: Components, started: set[str]) -> None:
     config = c.config
     await c.store.open()
     started.add("store")
+    await c.realtime.start()  # at the log's end before the ingest writes: every new event is routed
+    started.add("realtime")
     started.add("transport")
     try:
         # Wait a little for the broker; if it is not there yet the transport keeps trying in
@@ -225,6 +305,7 @@ async def _start(c: Components, started: set[str]) -> None:
     if c.dev_issuer is None:
         c.spawn(c.authenticator.prefetch(), "jwks-prefetch")
     c.spawn(run_retention(c.store, config.retention_days, RETENTION_INTERVAL), "retention")
+    c.spawn(_sample_throughput(c), "throughput")
     if config.zeroconf:
         # Probing and announcing take a second or two: do not hold up start-up for it.
         c.spawn(_advertise(c), "zeroconf")
@@ -242,6 +323,9 @@ async def _advertise(c: Components) -> None:
         host=config.http_host,
         # Bound to loopback only: announce there, not to a LAN that cannot reach us.
         interfaces=[config.http_host] if config.http_host.startswith("127.") else None,
+        # In a container (the add-on without host networking) the machine's own address is the
+        # container's: advertise_host names the one the LAN reaches.
+        addresses=[config.advertise_host] if config.advertise_host else None,
     )
     try:
         await c.advertiser.start()
@@ -257,6 +341,8 @@ async def _stop(c: Components, started: set[str]) -> None:
         c.advertiser = None
     if "ingest" in started:
         await _step("stop the ingest", c.ingest.stop)
+    if "realtime" in started:
+        await _step("stop following the event log", c.realtime.stop)
     if "store" in started:
         await _step("close the store", c.store.close)
     if "transport" in started:
@@ -265,6 +351,18 @@ async def _stop(c: Components, started: set[str]) -> None:
     started.clear()
     await _step("cancel a JWKS fetch in flight", c.authenticator.close)
     await _step("close the HTTP client session", c.session.close)
+
+
+async def _drain_streams(app: web.Application) -> None:
+    """Before the HTTP server waits for its handlers: deliver every committed event, then close the streams.
+
+    The ingest stops taking messages and its writes commit first, so the offset in each
+    stream's going-away close reason is all this server will ever send it; clients resume
+    from there on the restarted server (or another replica).
+    """
+    c = app[COMPONENTS]
+    await _step("stop the ingest", c.ingest.stop)
+    await _step("close the real-time streams", c.realtime.drain)
 
 
 async def _step(what: str, action: Callable[[], Coroutine[Any, Any, Any]]) -> None:

@@ -11,6 +11,7 @@ in reprs, error messages or the start-up log line.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import voluptuous as vol
 
@@ -182,6 +183,11 @@ class ServerConfig:
     default_home: str
     zeroconf: bool
     log_level: str
+    internal_token_path: str = "thermo_bridge_internal_token"  # noqa: S105 - a file name, not the token
+    advertise_host: str | None = None
+    ws_allow_no_origin: bool = False
+    ws_max_connections_per_user: int = 20
+    ws_max_message_bytes: int = 64 * 1024
     # Under the Supervisor: where its API is and the token for it (None when standalone).
     supervisor_url: str | None = None
     supervisor_token: str | None = None
@@ -214,6 +220,7 @@ class ServerConfig:
             "audience": self.auth.audience if self.auth else None,
             "cors_origins": list(self.cors_origins),
             "zeroconf": self.zeroconf,
+            "advertise_host": self.advertise_host,
             "supervised": self.supervised,
         }
 
@@ -323,6 +330,17 @@ def _domain(value: object) -> str:
     return text.lower()
 
 
+def _ipv4(value: object) -> str:
+    text = _text()(value)
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise vol.Invalid("must be an IPv4 address, e.g. 192.168.1.20") from None
+    if address.is_unspecified or address.is_multicast:
+        raise vol.Invalid("must be an address others can reach, not 0.0.0.0 or a multicast address")
+    return str(address)
+
+
 def _url(value: object) -> str:
     url = _text()(value)
     parts = urlsplit(url)
@@ -413,6 +431,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("dev_key_path", _text(), "DEV ONLY: signing key file", "thermo_bridge_dev_key.pem", "/data/dev_key.pem"),
     Option("default_home", _text(_HOME_RE, "1-64 of A-Z a-z 0-9 _ -"), "home of newly discovered devices", "default"),
     Option("zeroconf", _boolean, "advertise the server with zeroconf", default=True, flag=True),
+    Option("advertise_host", _ipv4, "IPv4 address the zeroconf advertisement gives (default: this machine's)"),
+    Option(
+        "internal_token_path",
+        _text(),
+        "file of the token Home Assistant's integration reads the server's status with (created 0600; "
+        "default: next to the SQLite database)",
+        None,
+        "/data/internal_token",
+    ),
+    Option("ws_allow_no_origin", _boolean, "accept WebSockets without Origin (not browsers)", default=False, flag=True),
+    Option("ws_max_connections_per_user", _integer(1, 10_000), "WebSocket and SSE streams one user may hold", 20),
+    Option("ws_max_message_bytes", _integer(1024, 16 * 1024 * 1024), "largest WebSocket message accepted", 64 * 1024),
     Option("log_level", _log_level, "debug, info, warning, error or critical", "info"),
 )  # fmt: skip
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -544,6 +574,11 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         default_home=values["default_home"],
         zeroconf=values["zeroconf"],
         log_level=values["log_level"],
+        internal_token_path=values["internal_token_path"] or _next_to_database(values["store_url"]),
+        advertise_host=values["advertise_host"],
+        ws_allow_no_origin=values["ws_allow_no_origin"],
+        ws_max_connections_per_user=values["ws_max_connections_per_user"],
+        ws_max_message_bytes=values["ws_max_message_bytes"],
         supervisor_url=(env.get(ENV_PREFIX + "SUPERVISOR_URL") or DEFAULT_SUPERVISOR_URL) if supervised else None,
         supervisor_token=supervisor_token,
         mqtt_explicit=frozenset(name for name in MQTT_OPTIONS if name in raw),
@@ -551,13 +586,29 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     )
 
 
+def _next_to_database(store_url: str) -> str:
+    """The internal token's default file: beside the SQLite database, else in the working directory."""
+    name = "thermo_bridge_internal_token"
+    scheme, _, rest = store_url.partition(":")
+    if scheme.lower() != "sqlite":
+        return name
+    path = unquote(rest.partition("?")[0])
+    if path.startswith("//"):  # sqlite:///abs/path.db and sqlite:////abs/path.db (as create_store reads them)
+        path = "/" + path.lstrip("/")
+    return str(Path(path).with_name(name))
+
+
 def _cross_checks(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[str]:
     """Rules across options; options that failed validation themselves are absent from ``values``."""
     errors = []
     if values.get("dev_auth") is False:
-        for name in ("auth0_domain", "auth0_audience"):
-            if not values.get(name) and name not in sources:
-                errors.append(f"{name}: required (the Auth0 API's settings) unless dev_auth is enabled")
+        missing = [name for name in ("auth0_domain", "auth0_audience") if not values.get(name) and name not in sources]
+        if missing:
+            # One line for the pair: under the Supervisor this is what a fresh install logs.
+            errors.append(
+                f"{' and '.join(missing)}: required (your Auth0 tenant's domain and the audience of its API for "
+                "Thermo Bridge) unless dev_auth is enabled"
+            )
     if values.get("mqtt_cert_file") and not values.get("mqtt_key_file") and "mqtt_key_file" not in sources:
         errors.append("mqtt_key_file: required when mqtt_cert_file is set")
     if values.get("mqtt_key_file") and not values.get("mqtt_cert_file") and "mqtt_cert_file" not in sources:
@@ -566,12 +617,18 @@ def _cross_checks(values: Mapping[str, Any], sources: Mapping[str, str]) -> list
 
 
 def load_config_or_exit(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ServerConfig:
-    """``load_config`` for ``main()``: print the problems to stderr and exit with status 2."""
+    """``load_config`` for ``main()``: print the problems to stderr and exit.
+
+    Status 2 when standalone. Under the Supervisor, 0: restarting cannot fix a configuration,
+    and a non-zero exit makes the Supervisor's watchdog restart the add-on again and again; a
+    clean exit leaves it stopped with these lines in its log.
+    """
+    env = os.environ if env is None else env
     try:
         return load_config(argv, env)
     except ConfigError as err:
         print(f"thermo-bridge-server: invalid configuration:\n  {str(err).replace('\n', '\n  ')}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(0 if env.get("SUPERVISOR_TOKEN") else 2) from None
 
 
 def with_mqtt(config: ServerConfig, **changes: Any) -> ServerConfig:  # noqa: ANN401 - dataclasses.replace

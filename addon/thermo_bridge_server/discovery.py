@@ -7,10 +7,12 @@ python-zeroconf's async API only (registration never blocks the event loop).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from collections.abc import Sequence
 
+import ifaddr
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
@@ -20,26 +22,16 @@ SERVICE_TYPE = "_thermo-bridge._tcp.local."
 
 
 def _addresses(host: str) -> list[str]:
-    """The IPv4 addresses to announce: the bound one, or this machine's when bound to all."""
+    """The IPv4 addresses to announce: the bound one, or those of this machine's interfaces when bound to all."""
     if host not in ("", "0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
         return [host]
-    found: list[str] = []
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            address = str(info[4][0])
-            if address not in found and not address.startswith("127."):
-                found.append(address)
-    except OSError:
-        pass
-    if not found:
-        # A UDP "connect" picks the outgoing interface without sending anything.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.connect(("192.0.2.1", 9))
-                found.append(str(probe.getsockname()[0]))
-            except OSError:
-                found.append("127.0.0.1")
-    return found
+    found = [
+        str(ip.ip)
+        for adapter in ifaddr.get_adapters()
+        for ip in adapter.ips
+        if ip.is_IPv4 and not ipaddress.IPv4Address(str(ip.ip)).is_loopback
+    ]
+    return list(dict.fromkeys(found)) or ["127.0.0.1"]
 
 
 class Advertiser:
@@ -55,13 +47,15 @@ class Advertiser:
         host: str = "0.0.0.0",  # noqa: S104 - the address to announce, bound elsewhere
         name: str | None = None,
         interfaces: Sequence[str] | None = None,
+        addresses: Sequence[str] | None = None,
     ) -> None:
+        """``addresses`` replace the ones derived from ``host``: what others reach us at (NAT, containers)."""
         instance = name or f"thermo_bridge on {socket.gethostname()}"
         self.info = AsyncServiceInfo(
             SERVICE_TYPE,
             f"{instance}.{SERVICE_TYPE}",
             port=port,
-            parsed_addresses=_addresses(host),
+            parsed_addresses=list(addresses) if addresses else _addresses(host),
             properties={"version": version, "api_path": api_path, "base_topic": base_topic},
             server=f"{socket.gethostname().split('.')[0] or 'thermo-bridge'}.local.",
         )

@@ -22,6 +22,7 @@ from thermo_bridge_protocol import (
     DEFAULT_BASE_TOPIC,
     Ack,
     AckStatus,
+    CommandReport,
     DeviceConfig,
     DeviceEvent,
     DeviceRouter,
@@ -33,14 +34,21 @@ from thermo_bridge_protocol import (
     encode_config,
     wildcard_topic,
 )
+from thermo_bridge_protocol import CommandStatus as ReportStatus
 from thermo_bridge_protocol.router import MessageCallback, Unsubscribe
 
+from .errors import IdempotencyConflictError, StoreUnavailableError
 from .mqtt import MqttError, MqttNotConnectedError, MqttTransport
 from .store.base import DEAD_LETTER_PAYLOAD_BYTES, CommandRecord, CommandStatus, Store
 
 _LOGGER = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL: Final = 60.0
+STORE_WAIT_SECONDS: Final = 10.0
+"""How long a command waits for the store (retrying a failing database) before the API says 503.
+
+If the write commits later, the command is never published and the timeout sweep marks it
+timed out."""
 _REJECT_LOG_KEYS: Final = 10_000
 
 
@@ -122,6 +130,8 @@ class Ingest(ProtocolHandler):
         self.commands_failed = 0
         self.commands_timed_out = 0
         self.acks_unmatched = 0
+        self.reports_sent = 0
+        self.reports_lost = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -168,6 +178,8 @@ class Ingest(ProtocolHandler):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self.store.write_error is not None:  # the store cannot commit now: do not hold up the shutdown
+            flush_seconds = min(flush_seconds, 1.0)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=flush_seconds)
         if not await self.transport.flush_acks(flush_seconds):
@@ -265,6 +277,7 @@ class Ingest(ProtocolHandler):
         else:
             self.commands_failed += 1
             _LOGGER.info("device %s refused command %s: %s", device_id, ack.command_id, ack.reason)
+        self._report(updated)
 
     def on_rejected(
         self, device_id: str | None, kind: MessageKind | None, error: ProtocolError, topic: str, payload: bytes
@@ -286,12 +299,17 @@ class Ingest(ProtocolHandler):
 
     # ------------------------------------------------------------------ commands
 
-    async def send_command(self, device_id: str, values: Mapping[str, Any], sub: str) -> CommandRecord:
+    async def send_command(
+        self, device_id: str, values: Mapping[str, Any], sub: str, idempotency_key: str | None = None
+    ) -> CommandRecord:
         """Validate against the device's capabilities, store the command as pending, publish it.
 
-        Raises KeyError for an unknown device, ProtocolError for values the device refuses
-        (nothing stored or sent), MqttNotConnectedError (a ConnectionError) when the broker
-        cannot take it (the stored command is marked failed).
+        With an ``idempotency_key`` this ``sub`` used before, the earlier command is returned as
+        it is now and nothing is published again. Raises KeyError for an unknown device,
+        ProtocolError for values the device refuses (nothing stored or sent),
+        IdempotencyConflictError when the key was used for another device or other values,
+        MqttNotConnectedError (a ConnectionError) when the broker cannot take it (nothing is
+        stored, so the same key may be sent again; a command the broker refused is marked failed).
         """
         if device_id not in self.router.devices:
             raise KeyError(device_id)
@@ -307,8 +325,18 @@ class Ingest(ProtocolHandler):
             status=CommandStatus.PENDING,
             created_at=now,
             updated_at=now,
+            idempotency_key=idempotency_key,
         )
-        await self.store.create_command(record)  # committed before the device can answer
+        try:  # committed before the device can answer; a store that cannot commit gets no say in the wait
+            stored, created = await asyncio.wait_for(
+                asyncio.shield(self.store.create_command(record)), STORE_WAIT_SECONDS
+            )
+        except TimeoutError:
+            raise StoreUnavailableError("the store did not commit the command in time; nothing was sent") from None
+        if not created:
+            if stored.device_id != device_id or stored.values != record.values:
+                raise IdempotencyConflictError("this idempotency key was used for another command")
+            return stored
         try:
             await self.router.async_send_command(device_id, command)
         except (MqttError, ConnectionError, TimeoutError) as err:
@@ -329,9 +357,40 @@ class Ingest(ProtocolHandler):
         results = await asyncio.gather(
             *(self.store.update_command(r.command_id, CommandStatus.TIMED_OUT, reason, now) for r in pending)
         )
-        done = sum(1 for result in results if result is not None)  # another replica may have been first
-        self.commands_timed_out += done
-        return done
+        finished = [result for result in results if result is not None]  # another replica may have been first
+        for record in finished:
+            self._report(record)
+        self.commands_timed_out += len(finished)
+        return len(finished)
+
+    def _report(self, record: CommandRecord) -> None:
+        """Announce a command's outcome on ``<base>/<id>/command``, so Home Assistant tells who did what.
+
+        Only the process that moved the command to its final status gets here, so each command
+        is announced once. Published in the background: the device's ack is not kept waiting.
+        """
+        report = CommandReport(
+            command_id=record.command_id,
+            values=dict(record.values),
+            user=record.sub,
+            status=ReportStatus(record.status),
+            reason=record.reason[:200] if record.reason else None,
+            ts=record.updated_at,
+        )
+        task = asyncio.get_running_loop().create_task(self._publish_report(record.device_id, report))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_report(self, device_id: str, report: CommandReport) -> None:
+        try:
+            await self.router.async_send_command_report(device_id, report)
+        except (MqttError, ConnectionError, TimeoutError) as err:
+            self.reports_lost += 1
+            self._log_problem(
+                ("report", type(err).__name__), "outcome of command %s not announced: %s", report.command_id, err
+            )
+        else:
+            self.reports_sent += 1
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -353,4 +412,6 @@ class Ingest(ProtocolHandler):
             "commands_failed": self.commands_failed,
             "commands_timed_out": self.commands_timed_out,
             "acks_unmatched": self.acks_unmatched,
+            "command_reports_sent": self.reports_sent,
+            "command_reports_lost": self.reports_lost,
         }

@@ -7,11 +7,16 @@ gathers them when ``/metrics`` is scraped, so nothing is added to the MQTT hot p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import os
 import re
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -32,6 +37,8 @@ class IngestCounters(Protocol):
     commands_acked: int
     commands_failed: int
     commands_timed_out: int
+    reports_sent: int
+    reports_lost: int
 
 
 class TransportState(Protocol):
@@ -98,6 +105,33 @@ class Exposition:
         return "\n".join(lines) + "\n"
 
 
+class Throughput:
+    """Messages per minute, from a running total sampled every few seconds (nothing per message)."""
+
+    def __init__(
+        self, total: Callable[[], int], window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._total = total
+        self._window = window
+        self._clock = clock
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def sample(self) -> None:
+        """Record the total now; keep one sample at least ``window`` old, drop older ones."""
+        now = self._clock()
+        self._samples.append((now, self._total()))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self._window:
+            self._samples.popleft()
+
+    def per_minute(self) -> float:
+        """The rate over the last ``window`` seconds (or since the first sample), per minute."""
+        self.sample()
+        (first_at, first), (last_at, last) = self._samples[0], self._samples[-1]
+        if last_at <= first_at:
+            return 0.0
+        return (last - first) * 60.0 / (last_at - first_at)
+
+
 class HttpCounters:
     """Counted by the API's error middleware: responses by status, requests in flight."""
 
@@ -123,6 +157,7 @@ class Metrics:
         store_stats: Callable[[], Any] | None = None,
         open_connections: Callable[[], int] | None = None,
         transport_stats: Callable[[], Mapping[str, Any]] | None = None,
+        realtime_stats: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.http = http
         self.ingest = ingest
@@ -130,6 +165,7 @@ class Metrics:
         self.store_stats = store_stats
         self.open_connections = open_connections
         self.transport_stats = transport_stats
+        self.realtime_stats = realtime_stats
 
     async def render(self) -> str:
         """Collect and render (store stats are a coroutine, hence async)."""
@@ -137,9 +173,12 @@ class Metrics:
         self._http(out)
         self._ingest(out)
         self._transport(out)
+        if self.realtime_stats is not None:
+            _numeric_gauges(out, ("realtime",), "Real-time API figure", self.realtime_stats().items())
         if self.store_stats is not None:
             stats = await self.store_stats()
             _numeric_gauges(out, ("store",), "Store backend figure", stats.items())
+        _process(out)
         return out.render()
 
     def _http(self, out: Exposition) -> None:
@@ -205,6 +244,10 @@ class Metrics:
             ("timed_out", ingest.commands_timed_out),
         ):
             out.add(commands, "counter", "", value, {"status": status})
+        reports = metric_name("command_reports_total")
+        out.declare(reports, "counter", "Command outcomes announced on <base>/<id>/command, by result of the publish.")
+        out.add(reports, "counter", "", ingest.reports_sent, {"result": "sent"})
+        out.add(reports, "counter", "", ingest.reports_lost, {"result": "lost"})
 
     def _transport(self, out: Exposition) -> None:
         if self.transport is not None:
@@ -225,3 +268,23 @@ def _numeric_gauges(out: Exposition, prefix: tuple[str, ...], help_text: str, it
         name = metric_name(*prefix, str(key))
         kind = "counter" if name.endswith("_total") else "gauge"
         out.add(name, kind, f"{help_text} {key!s}.", value)
+
+
+def _process(out: Exposition) -> None:
+    """What a long run watches for growth: tasks on the event loop, resident memory, open files."""
+    out.add(metric_name("asyncio_tasks"), "gauge", "Tasks alive on the server's event loop.", len(asyncio.all_tasks()))
+    with contextlib.suppress(OSError, ValueError, IndexError):  # not Linux: no /proc
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        out.add(
+            metric_name("process_resident_memory_bytes"),
+            "gauge",
+            "Resident set size of the server process.",
+            pages * os.sysconf("SC_PAGE_SIZE"),
+        )
+    with contextlib.suppress(OSError):
+        out.add(
+            metric_name("process_open_fds"),
+            "gauge",
+            "Open file descriptors of the server process.",
+            len(os.listdir("/proc/self/fd")),
+        )

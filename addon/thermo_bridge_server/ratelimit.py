@@ -8,16 +8,21 @@ from collections.abc import Callable
 
 
 class RateLimiter:
-    """A token bucket per user: ``per_minute`` requests a minute, bursts up to the same number.
+    """A token bucket per key: ``per_minute`` a minute, bursts up to ``burst`` (default: the same number).
 
-    Buckets are kept in an LRU bounded by ``max_users`` so a flood of distinct subjects
-    cannot grow memory without bound (an evicted user simply starts with a full bucket).
+    Buckets are kept in an LRU bounded by ``max_users`` so a flood of distinct keys cannot
+    grow memory without bound (an evicted key simply starts with a full bucket).
     """
 
     def __init__(
-        self, per_minute: int, *, max_users: int = 10_000, clock: Callable[[], float] = time.monotonic
+        self,
+        per_minute: float,
+        *,
+        burst: float | None = None,
+        max_users: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.capacity = float(per_minute)
+        self.capacity = float(per_minute if burst is None else burst)
         self.rate = per_minute / 60.0
         self.max_users = max_users
         self._clock = clock

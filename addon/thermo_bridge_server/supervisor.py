@@ -1,10 +1,17 @@
-"""Broker discovery under the Home Assistant Supervisor.
+"""What the server asks of, and tells, the Home Assistant Supervisor.
 
-An add-on that declares ``services: [mqtt:need]`` reads the broker's address and the
-credentials the Supervisor created for it from ``GET http://supervisor/services/mqtt``
+The broker: an add-on that declares ``services: [mqtt:need]`` reads the broker's address and
+the credentials the Supervisor created for it from ``GET http://supervisor/services/mqtt``
 (``Authorization: Bearer $SUPERVISOR_TOKEN``). Right after a host boot the Mosquitto add-on
 may not have registered its service yet: the Supervisor then answers with an error, so we
 retry with capped exponential backoff (with jitter) until it is provided.
+
+Discovery: the add-on lists ``thermo_bridge`` under ``discovery`` in its config.yaml, so it may
+``POST /discovery`` ``{"service": "thermo_bridge", "config": {...}}``; Home Assistant then
+offers its Thermo Bridge integration, which links to the server with that config (its address
+on the Supervisor's network and the internal token). The Supervisor keeps the message while
+the add-on is installed (and drops it on uninstall); posting it again after a restart
+replaces its config, so the server does not delete it when it stops.
 """
 
 from __future__ import annotations
@@ -108,4 +115,93 @@ async def resolve_supervisor_mqtt(
         log = _LOGGER.warning if attempt in (3, 10) or attempt % 50 == 0 else _LOGGER.debug
         log("waiting for the Supervisor's MQTT service (attempt %d, next in %.1f s)", attempt, wait)
         await asyncio.sleep(wait)
+        delay = min(delay * 2, max_delay)
+
+
+DISCOVERY_SERVICE = "thermo_bridge"
+"""The discovery service: the integration's domain (and what config.yaml lists under discovery)."""
+
+
+class SupervisorUnavailableError(Exception):
+    """The Supervisor did not answer as expected this time; worth asking again."""
+
+
+async def _call(
+    session: aiohttp.ClientSession, method: str, url: str, token: str, body: Mapping[str, Any] | None = None
+) -> tuple[int, dict[str, Any] | None]:
+    """One Supervisor API call: (HTTP status, the answer's ``data`` when its ``result`` is ok)."""
+    async with session.request(
+        method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=_TIMEOUT
+    ) as resp:
+        try:
+            answer = await resp.json(content_type=None)
+        except ValueError:
+            answer = None
+        if resp.status == 200 and isinstance(answer, dict) and answer.get("result") == "ok":
+            data = answer.get("data")
+            return resp.status, data if isinstance(data, dict) else {}
+        return resp.status, None
+
+
+async def announce_once(
+    session: aiohttp.ClientSession, config: ServerConfig, *, port: int, api_path: str, token: str
+) -> str:
+    """POST the discovery once; return the message's uuid.
+
+    The host is the add-on's name on the Supervisor's network, where Home Assistant reaches it.
+    Raises SupervisorError when refused for good, SupervisorUnavailableError (or an aiohttp
+    error) when worth retrying.
+    """
+    if config.supervisor_url is None or config.supervisor_token is None:
+        raise SupervisorError("not running under the Supervisor")
+    base, token_header = config.supervisor_url.rstrip("/"), config.supervisor_token
+    status, info = await _call(session, "GET", f"{base}/addons/self/info", token_header)
+    if status in (401, 403):
+        raise SupervisorError(f"the Supervisor refused the add-on's token ({status})")
+    hostname = info.get("hostname") if info is not None else None
+    if not isinstance(hostname, str) or not hostname:
+        raise SupervisorUnavailableError(f"no add-on info from the Supervisor yet ({status})")
+    discovery = {
+        "service": DISCOVERY_SERVICE,
+        "config": {
+            "host": hostname,
+            "port": port,
+            "api_path": api_path,
+            "base_topic": config.mqtt.base_topic,
+            "token": token,
+        },
+    }
+    status, data = await _call(session, "POST", f"{base}/discovery", token_header, discovery)
+    if status in (401, 403):
+        raise SupervisorError(
+            f"the Supervisor refused the discovery ({status}); "
+            f"does config.yaml list {DISCOVERY_SERVICE} under discovery?"
+        )
+    uuid = data.get("uuid") if data is not None else None
+    if not uuid:
+        raise SupervisorUnavailableError(f"the Supervisor did not take the discovery ({status})")
+    return str(uuid)
+
+
+async def announce(
+    session: aiohttp.ClientSession,
+    config: ServerConfig,
+    *,
+    port: int,
+    api_path: str,
+    token: str,
+    initial_delay: float = 1.0,
+    max_delay: float = 60.0,
+) -> str:
+    """``announce_once``, retried with capped backoff while the Supervisor is not ready."""
+    delay = initial_delay
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await announce_once(session, config, port=port, api_path=api_path, token=token)
+        except (SupervisorUnavailableError, aiohttp.ClientError, TimeoutError) as err:
+            log = _LOGGER.warning if attempt in (3, 10) or attempt % 50 == 0 else _LOGGER.debug
+            log("announcing to Home Assistant (attempt %d): %s", attempt, err or type(err).__name__)
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         delay = min(delay * 2, max_delay)

@@ -14,6 +14,7 @@ from homeassistant.helpers.entity_platform import AddEntitiesCallback
 from .bridge import Bridge, ThermoBridgeConfigEntry
 from .device import DeviceData
 from .entity import ThermoBridgeEntity, async_setup_platform_entities
+from .server import ServerEntity
 
 PARALLEL_UPDATES = 0
 
@@ -36,11 +37,20 @@ BINARY_SENSORS: dict[str, BinarySensorEntityDescription] = {
     )
 }
 
+SERVER_ONLINE = BinarySensorEntityDescription(
+    key="online",
+    translation_key="server_online",
+    device_class=BinarySensorDeviceClass.CONNECTIVITY,
+    entity_category=EntityCategory.DIAGNOSTIC,
+)
+
 
 async def async_setup_entry(
     hass: HomeAssistant, entry: ThermoBridgeConfigEntry, async_add_entities: AddEntitiesCallback
 ) -> None:
     """Add a binary sensor for every boolean measurement, now and as devices are discovered."""
+    if (server := entry.runtime_data.server) is not None:
+        async_add_entities([ServerOnlineBinarySensor(server, SERVER_ONLINE.key)])
     await async_setup_platform_entities(
         hass, entry, async_add_entities, Platform.BINARY_SENSOR, ThermoBridgeBinarySensor
     )
@@ -61,3 +71,19 @@ class ThermoBridgeBinarySensor(ThermoBridgeEntity, BinarySensorEntity):
         """The last reported value."""
         value = self._device.values.get(self._key)
         return value if isinstance(value, bool) else None
+
+
+class ServerOnlineBinarySensor(ServerEntity, BinarySensorEntity):
+    """Whether the linked server answered its last status poll; available even when it did not."""
+
+    entity_description = SERVER_ONLINE
+
+    @property
+    def available(self) -> bool:
+        """Always: a server that does not answer is off, not unknown."""
+        return True
+
+    @property
+    def is_on(self) -> bool:
+        """The last poll got a status."""
+        return self.coordinator.data is not None and self.coordinator.last_update_success

@@ -37,14 +37,17 @@ from .const import (
     DEFAULT_COMMAND_TIMEOUT,
     DOMAIN,
     EVENT_THERMO_BRIDGE,
+    EVENT_THERMO_BRIDGE_COMMAND,
     SERVICE_ACK_WAIT,
     signal_new_device,
 )
 from .device import DeviceData, PendingCommand
 from .protocol import (
+    DEVICE_KINDS,
     SCHEMA_VERSION,
     Ack,
     AckStatus,
+    CommandReport,
     DeviceConfig,
     DeviceEvent,
     DeviceRouter,
@@ -57,6 +60,7 @@ from .protocol import (
     Unsubscribe,
     decode_object,
 )
+from .server import ServerCoordinator
 
 _LOGGER = logging.getLogger(__package__)
 
@@ -115,7 +119,13 @@ class Bridge(ProtocolHandler):
     def __init__(self, hass: HomeAssistant, entry: ConfigEntry) -> None:
         self.hass = hass
         self.entry = entry
-        self.router = DeviceRouter(entry.data[CONF_BASE_TOPIC], self._async_subscribe, self._async_publish, self)
+        self.router = DeviceRouter(
+            entry.data[CONF_BASE_TOPIC],
+            self._async_subscribe,
+            self._async_publish,
+            self,
+            kinds=(*DEVICE_KINDS, MessageKind.COMMAND),
+        )
         self.devices: dict[str, DeviceData] = {}
         self.entity_unique_ids: set[str] = set()
         """Unique ids this entry created entities for (disabled ones too, which HA never adds),
@@ -128,6 +138,8 @@ class Bridge(ProtocolHandler):
         self._logged_rejections: set[tuple[str, MessageKind]] = set()
         self._foreign: set[str] = set()
         self._unsubscribes: list[CALLBACK_TYPE] = []
+        self.server: ServerCoordinator | None = None
+        """The linked server's status poller; None unless the entry knows the server and its token."""
 
     @property
     def base_topic(self) -> str:
@@ -410,6 +422,25 @@ class Bridge(ProtocolHandler):
         )
         for listener in list(device.event_listeners):
             listener(event)
+
+    def on_command_report(self, device_id: str, report: CommandReport) -> None:
+        """A command sent through the add-on server reached its outcome: fire ``thermo_bridge_command``."""
+        device = self.devices.get(device_id)
+        if device is None:
+            return
+        device.last_messages[MessageKind.COMMAND] = report
+        self.hass.bus.async_fire(
+            EVENT_THERMO_BRIDGE_COMMAND,
+            {
+                "device_id": device.ha_device_id,
+                "bridge_device_id": device_id,
+                "command_id": report.command_id,
+                "values": dict(report.values),
+                "user": report.user,
+                "status": str(report.status),
+                "reason": report.reason,
+            },
+        )
 
     def on_rejected(
         self, device_id: str | None, kind: MessageKind | None, error: ProtocolError, topic: str, payload: bytes

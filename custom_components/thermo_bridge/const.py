@@ -9,6 +9,12 @@ from homeassistant.const import Platform
 DOMAIN: Final = "thermo_bridge"
 
 CONF_BASE_TOPIC: Final = "base_topic"
+CONF_API_PATH: Final = "api_path"
+CONF_LINK: Final = "link"
+"""How the entry found its server: ``supervisor`` (add-on discovery, with the internal token)
+or ``network`` (zeroconf on the LAN, or typed in)."""
+LINK_SUPERVISOR: Final = "supervisor"
+LINK_NETWORK: Final = "network"
 CONF_COMMAND_TIMEOUT: Final = "command_timeout"
 CONF_OPTIMISTIC: Final = "optimistic"
 
@@ -26,6 +32,8 @@ the entity and is logged.
 
 EVENT_THERMO_BRIDGE: Final = "thermo_bridge_event"
 """Bus event fired for every device event (see README for the payload)."""
+EVENT_THERMO_BRIDGE_COMMAND: Final = "thermo_bridge_command"
+"""Bus event fired when a command sent through the add-on server reached its outcome."""
 
 ZEROCONF_TYPE: Final = "_thermo-bridge._tcp.local."
 

@@ -12,15 +12,28 @@ from homeassistant.helpers import device_registry as dr
 from .bridge import Bridge, ThermoBridgeConfigEntry
 from .const import DOMAIN
 from .device import DeviceData
+from .server import server_identifier
 
-TO_REDACT = {"username", "password", "token", "secret", "serial", "serial_number", "mac", "ip"}
-"""Keys that never leave the house; device payloads are free-form where devices add data."""
+TO_REDACT = {"username", "password", "token", "secret", "serial", "serial_number", "mac", "ip", "user"}
+"""Keys that never leave the house (``user``: who sent a command through the add-on server);
+device payloads are free-form where devices add data."""
 
 
 def _plain(value: object) -> object:
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
     return value
+
+
+def _server(bridge: Bridge) -> dict[str, Any] | None:
+    server = bridge.server
+    if server is None:
+        return None
+    return {
+        "last_update_success": server.last_update_success,
+        "last_error": str(server.last_exception) if server.last_exception else None,
+        "status": _plain(server.data),
+    }
 
 
 def _device(bridge: Bridge, device: DeviceData) -> dict[str, Any]:
@@ -44,7 +57,8 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: ThermoB
     """Everything the bridge knows, for a bug report."""
     bridge = entry.runtime_data
     return {
-        "entry": {"data": dict(entry.data), "options": dict(entry.options)},
+        "entry": {"data": async_redact_data(dict(entry.data), TO_REDACT), "options": dict(entry.options)},
+        "server": _server(bridge),
         "mqtt_connected": bridge.mqtt_connected,
         "rejected": {
             "total": bridge.rejected_total,
@@ -60,6 +74,8 @@ async def async_get_device_diagnostics(
 ) -> dict[str, Any]:
     """One device's view."""
     bridge = entry.runtime_data
+    if server_identifier(entry) in device.identifiers:
+        return {"server": _server(bridge)}
     for domain, device_id in device.identifiers:
         if domain == DOMAIN and (data := bridge.devices.get(device_id)) is not None:
             return _device(bridge, data)

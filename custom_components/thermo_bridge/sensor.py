@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from homeassistant.components.sensor import (
     SensorDeviceClass,
     SensorEntity,
     SensorEntityDescription,
     SensorStateClass,
 )
-from homeassistant.const import EntityCategory, Platform
+from homeassistant.const import EntityCategory, Platform, UnitOfInformation
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
@@ -16,6 +19,7 @@ from .bridge import Bridge, ThermoBridgeConfigEntry
 from .device import DeviceData
 from .entity import ThermoBridgeEntity, async_setup_platform_entities
 from .protocol import DeviceConfig
+from .server import ServerCoordinator, ServerEntity, ServerStatus
 
 PARALLEL_UPDATES = 0
 
@@ -65,10 +69,56 @@ SENSORS: dict[str, SensorEntityDescription] = {
 }
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServerSensorDescription(SensorEntityDescription):
+    """A figure of the linked server's status."""
+
+    value: Callable[[ServerStatus], float | None]
+
+
+SERVER_SENSORS: tuple[ServerSensorDescription, ...] = (
+    ServerSensorDescription(
+        key="web_clients",
+        translation_key="web_clients",
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value=lambda status: status.web_clients,
+    ),
+    ServerSensorDescription(
+        key="messages_per_minute",
+        translation_key="messages_per_minute",
+        native_unit_of_measurement="messages/min",
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value=lambda status: status.messages_per_minute,
+    ),
+    ServerSensorDescription(
+        key="rejected_total",
+        translation_key="rejected_total",
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value=lambda status: status.rejected_total,
+    ),
+    ServerSensorDescription(
+        key="database_bytes",
+        translation_key="database_size",
+        device_class=SensorDeviceClass.DATA_SIZE,
+        native_unit_of_measurement=UnitOfInformation.BYTES,
+        suggested_unit_of_measurement=UnitOfInformation.MEGABYTES,
+        suggested_display_precision=1,
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value=lambda status: status.database_bytes,
+    ),
+)
+
+
 async def async_setup_entry(
     hass: HomeAssistant, entry: ThermoBridgeConfigEntry, async_add_entities: AddEntitiesCallback
 ) -> None:
     """Add a sensor for every numeric measurement, now and as devices are discovered."""
+    if (server := entry.runtime_data.server) is not None:
+        async_add_entities(ServerSensor(server, description) for description in SERVER_SENSORS)
     await async_setup_platform_entities(hass, entry, async_add_entities, Platform.SENSOR, ThermoBridgeSensor)
 
 
@@ -94,3 +144,18 @@ class ThermoBridgeSensor(ThermoBridgeEntity, SensorEntity):
         """The last reported value."""
         value = self._device.values.get(self._key)
         return value if isinstance(value, float) else None
+
+
+class ServerSensor(ServerEntity, SensorEntity):
+    """A figure of the linked server; unavailable while the server does not answer."""
+
+    entity_description: ServerSensorDescription
+
+    def __init__(self, coordinator: ServerCoordinator, description: ServerSensorDescription) -> None:
+        self.entity_description = description
+        super().__init__(coordinator, description.key)
+
+    @property
+    def native_value(self) -> float | None:
+        """The figure from the last status (None: the server could not tell)."""
+        return self.entity_description.value(self.coordinator.data)

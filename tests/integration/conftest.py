@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
@@ -26,6 +25,10 @@ from syrupy.assertion import SnapshotAssertion
 
 import custom_components
 from custom_components.thermo_bridge.const import CONF_BASE_TOPIC, DOMAIN
+from tests.broker import Mosquitto
+from thermo_bridge_sim import devices
+
+from .server_process import ServerProcess
 
 PROJECT_INTEGRATION = Path(__file__).parents[2] / "custom_components"
 # HA resolves custom integrations through the `custom_components` package: make sure it is the
@@ -37,58 +40,40 @@ BASE = "thermo_bridge"
 THERMOSTAT_ID = "living"
 SENSOR_ID = "hall"
 
-THERMOSTAT_CONFIG: dict[str, Any] = {
-    "schema": 1,
-    "id": THERMOSTAT_ID,
-    "kind": "thermostat",
+THERMOSTAT_FIELDS: dict[str, Any] = {
     "name": "Living room",
     "manufacturer": "Acme",
     "model": "T-1000",
     "sw_version": "1.4.2",
-    "measurements": {
-        "temperature": {"unit": "°C", "precision": 1},
-        "humidity": {"unit": "%", "precision": 0},
-        "battery": {"unit": "%"},
-        "signal": {"unit": "dBm"},
-    },
+    "measurements": devices.measurements(
+        "temperature", "humidity", "battery", "signal", precision={"temperature": 1, "humidity": 0}
+    ),
     "events": ["button_press", "window_open_detected", "fault"],
-    "thermostat": {
-        "hvac_modes": ["off", "heat", "cool", "heat_cool", "auto"],
-        "temperature_unit": "°C",
-        "setpoint": "both",
-        "min_temp": 5,
-        "max_temp": 30,
-        "temp_step": 0.5,
-        "presets": ["eco", "comfort", "away", "boost"],
-        "fan_modes": ["auto", "low", "high"],
-        "swing_modes": ["on", "off"],
-        "humidity": {"min": 30, "max": 60, "step": 1},
-    },
+    "hvac_modes": ["off", "heat", "cool", "heat_cool", "auto"],
+    "temperature_unit": "°C",
+    "setpoint": "both",
+    "min_temp": 5,
+    "max_temp": 30,
+    "temp_step": 0.5,
+    "presets": ["eco", "comfort", "away", "boost"],
+    "fan_modes": ["auto", "low", "high"],
+    "swing_modes": ["on", "off"],
+    "humidity": devices.humidity_range(30, 60, 1),
 }
+THERMOSTAT_CONFIG: dict[str, Any] = devices.thermostat(THERMOSTAT_ID, **THERMOSTAT_FIELDS)
 
-SENSOR_CONFIG: dict[str, Any] = {
-    "schema": 1,
-    "id": SENSOR_ID,
-    "kind": "sensor",
-    "name": "Hall sensor",
-    "manufacturer": "Acme",
-    "model": "S-2",
-    "measurements": {
-        "temperature": {"unit": "°C", "precision": 1},
-        "humidity": {"unit": "%"},
-        "battery": {"unit": "%"},
-        "battery_voltage": {"unit": "V", "precision": 2},
-        "co2": {"unit": "ppm"},
-        "pressure": {"unit": "hPa"},
-        "illuminance": {"unit": "lx"},
-        "pm25": {"unit": "µg/m³"},
-        "signal": {"unit": "dBm"},
-        "window_open": {},
-        "low_battery": {},
-        "fault": {},
-    },
-    "events": ["button_press"],
-}
+SENSOR_CONFIG: dict[str, Any] = devices.sensor(
+    SENSOR_ID,
+    name="Hall sensor",
+    manufacturer="Acme",
+    model="S-2",
+    measurements=devices.measurements(
+        *("temperature", "humidity", "battery", "battery_voltage", "co2", "pressure", "illuminance", "pm25"),
+        *("signal", "window_open", "low_battery", "fault"),
+        precision={"temperature": 1, "battery_voltage": 2},
+    ),
+    events=["button_press"],
+)
 
 
 def ha_version() -> tuple[int, int]:
@@ -120,6 +105,17 @@ async def unload_entries_after_test(hass: HomeAssistant) -> AsyncIterator[None]:
     # socket close that never comes: let it fire (it does not re-arm on the mock).
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=2))
     await hass.async_block_till_done()
+
+
+@pytest.fixture
+async def server(
+    hass: HomeAssistant, socket_enabled: None, mosquitto: Mosquitto, tmp_path: Path
+) -> AsyncIterator[ServerProcess]:
+    """The real Thermo Bridge server (a process, dev auth, on loopback) on the test's broker."""
+    process = ServerProcess(tmp_path / "server", mosquitto)
+    await hass.async_add_executor_job(process.start)
+    yield process
+    await hass.async_add_executor_job(process.stop)
 
 
 @pytest.fixture
@@ -169,14 +165,8 @@ def mqtt_subscription_count(hass: HomeAssistant) -> int:
 
 
 def thermostat_config(**changes: Any) -> dict[str, Any]:
-    """A copy of the thermostat config with top-level or ``thermostat.*`` changes."""
-    config = copy.deepcopy(THERMOSTAT_CONFIG)
-    for key, value in changes.items():
-        if key in config["thermostat"]:
-            config["thermostat"][key] = value
-        else:
-            config[key] = value
-    return config
+    """A fresh thermostat config with top-level or ``thermostat.*`` changes."""
+    return devices.thermostat(THERMOSTAT_ID, **{**THERMOSTAT_FIELDS, **changes})
 
 
 def fire(hass: HomeAssistant, device_id: str, kind: str, payload: Any, base: str = BASE) -> None:

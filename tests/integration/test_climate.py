@@ -30,6 +30,8 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
+from thermo_bridge_sim import devices
+
 from .conftest import THERMOSTAT_ID, SetupEntry, fire, send, thermostat_config
 
 ENTITY = "climate.living_room"
@@ -119,13 +121,7 @@ async def test_unknown_until_reported(hass: HomeAssistant, setup_entry: SetupEnt
     assert ClimateEntityFeature.TARGET_TEMPERATURE_RANGE not in features
 
 
-THERMOSTAT_CONFIG_MIN = {
-    "schema": 1,
-    "id": THERMOSTAT_ID,
-    "kind": "thermostat",
-    "name": "Living room",
-    "thermostat": {"hvac_modes": ["heat"]},
-}
+THERMOSTAT_CONFIG_MIN = devices.thermostat(THERMOSTAT_ID, name="Living room", hvac_modes=["heat"])
 
 
 async def test_fahrenheit_device_is_converted_for_a_metric_user(hass: HomeAssistant, setup_entry: SetupEntry) -> None:

@@ -7,16 +7,19 @@ from ipaddress import ip_address
 from typing import Any
 
 import pytest
-from homeassistant.config_entries import SOURCE_MQTT, SOURCE_USER, SOURCE_ZEROCONF
+from homeassistant.config_entries import SOURCE_HASSIO, SOURCE_MQTT, SOURCE_USER, SOURCE_ZEROCONF
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType, InvalidData
+from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
 from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.thermo_bridge.const import CONF_BASE_TOPIC, DOMAIN
+from tests.broker import free_port
 
 from .conftest import THERMOSTAT_CONFIG, SetupEntry
+from .server_process import ServerProcess
 
 
 def mqtt_info(payload: str | bytes = json.dumps(THERMOSTAT_CONFIG), subscribed: str = "thermo_bridge/+/config") -> Any:
@@ -30,16 +33,43 @@ def mqtt_info(payload: str | bytes = json.dumps(THERMOSTAT_CONFIG), subscribed: 
     )
 
 
-def zeroconf_info(properties: dict[str, Any]) -> ZeroconfServiceInfo:
+def zeroconf_info(
+    properties: dict[str, Any], host: str = "192.168.1.20", port: int | None = 8099
+) -> ZeroconfServiceInfo:
     return ZeroconfServiceInfo(
-        ip_address=ip_address("192.168.1.20"),
-        ip_addresses=[ip_address("192.168.1.20")],
+        ip_address=ip_address(host),
+        ip_addresses=[ip_address(host)],
         hostname="thermo-bridge.local.",
         name="thermo_bridge._thermo-bridge._tcp.local.",
-        port=8099,
+        port=port,
         type="_thermo-bridge._tcp.local.",
         properties=properties,
     )
+
+
+ADDON_CONFIG = {
+    "host": "a0d7b954-thermo-bridge",
+    "port": 8099,
+    "api_path": "/api/v1",
+    "base_topic": "thermo_bridge",
+    "token": "tok-secret",
+    "addon": "Thermo Bridge",  # HA core adds the add-on's name to every discovery
+}
+
+
+def hassio_info(**changes: Any) -> HassioServiceInfo:
+    config = {key: value for key, value in {**ADDON_CONFIG, **changes}.items() if value is not None}
+    return HassioServiceInfo(config=config, name="Thermo Bridge", slug="a0d7b954_thermo_bridge", uuid="f" * 32)
+
+
+LINKED = {
+    CONF_BASE_TOPIC: "thermo_bridge",
+    "host": "a0d7b954-thermo-bridge",
+    "port": 8099,
+    "api_path": "/api/v1",
+    "token": "tok-secret",
+    "link": "supervisor",
+}
 
 
 async def test_user_flow_creates_entry(hass: HomeAssistant, mqtt_mock: Any) -> None:
@@ -172,35 +202,153 @@ async def test_discovery_without_mqtt(hass: HomeAssistant) -> None:
 
 
 async def test_zeroconf_flow(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    """Without the token (the LAN advertisement never carries it) the entry has the devices only."""
     info = zeroconf_info({"version": "0.1.0", "api_path": "/api/v1", "base_topic": "site/a"})
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_ZEROCONF}, data=info)
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "discovery_confirm"
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["step_id"] == "zeroconf_confirm"
+    assert result["description_placeholders"] == {CONF_BASE_TOPIC: "site/a", "address": "192.168.1.20:8099"}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"token": "  "})
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"] == {CONF_BASE_TOPIC: "site/a"}
+    assert result["data"] == {
+        CONF_BASE_TOPIC: "site/a",
+        "host": "192.168.1.20",
+        "port": 8099,
+        "api_path": "/api/v1",
+        "link": "network",
+    }
     assert result["result"].unique_id == "site/a"
+    await hass.async_block_till_done()
+    assert result["result"].runtime_data.server is None
 
 
 async def test_zeroconf_merges_with_the_mqtt_discovered_entry(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
-    await setup_entry()
-    info = zeroconf_info({"version": "0.1.0", "api_path": "/api/v1", "base_topic": "thermo_bridge"})
+    """The server's address joins the entry the devices made; a new address replaces it."""
+    entry = await setup_entry()
+    for host in ("192.168.1.20", "192.168.1.20", "192.168.1.31"):
+        info = zeroconf_info({"version": "0.1.0", "api_path": "/api/v1", "base_topic": "thermo_bridge"}, host=host)
+        result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_ZEROCONF}, data=info)
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "already_configured"
+        assert entry.data["host"] == host
+    await hass.async_block_till_done()
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
+    assert entry.data == {
+        CONF_BASE_TOPIC: "thermo_bridge",
+        "host": "192.168.1.31",
+        "port": 8099,
+        "api_path": "/api/v1",
+        "link": "network",
+    }
+
+
+async def test_zeroconf_keeps_the_supervisors_address(hass: HomeAssistant, mqtt_mock: Any) -> None:
+    """The add-on's LAN advertisement must not replace the address the Supervisor gave."""
+    entry = MockConfigEntry(domain=DOMAIN, unique_id="thermo_bridge", data=LINKED)
+    entry.add_to_hass(hass)
+    info = zeroconf_info({"api_path": "/api/v1", "base_topic": "thermo_bridge"}, host="192.168.1.31")
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_ZEROCONF}, data=info)
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
-    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
+    assert entry.data == LINKED
 
 
-@pytest.mark.parametrize("properties", [{}, {"base_topic": "bad/+/topic"}, {"base_topic": ""}])
-async def test_zeroconf_invalid(hass: HomeAssistant, mqtt_mock: Any, properties: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("properties", "port"),
+    [
+        ({}, 8099),
+        ({"base_topic": "bad/+/topic"}, 8099),
+        ({"base_topic": ""}, 8099),
+        ({"base_topic": "ok", "api_path": "api/v1"}, 8099),
+        ({"base_topic": "ok", "api_path": "/api?x=1"}, 8099),
+        ({"base_topic": "ok"}, None),
+    ],
+)
+async def test_zeroconf_invalid(
+    hass: HomeAssistant, mqtt_mock: Any, properties: dict[str, Any], port: int | None
+) -> None:
     result = await hass.config_entries.flow.async_init(
-        DOMAIN, context={"source": SOURCE_ZEROCONF}, data=zeroconf_info(properties)
+        DOMAIN, context={"source": SOURCE_ZEROCONF}, data=zeroconf_info(properties, port=port)
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "invalid_discovery_info"
 
 
-async def test_reconfigure(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
+async def test_hassio_flow_links_the_add_on(hass: HomeAssistant, mqtt_mock: Any, server: ServerProcess) -> None:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info(**server.discovery_config())
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "hassio_confirm"
+    assert result["description_placeholders"] == {CONF_BASE_TOPIC: "thermo_bridge"}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "Thermo Bridge"
+    assert result["data"] == {**LINKED, "host": "127.0.0.1", "port": server.port, "token": server.token}
+    assert result["result"].unique_id == "thermo_bridge"
+
+
+async def test_hassio_discovery_updates_the_entry(
+    hass: HomeAssistant, setup_entry: SetupEntry, server: ServerProcess
+) -> None:
+    """An entry of the same base topic gets the add-on's address and token; a moved add-on updates it."""
+    entry = await setup_entry()
+    add_on = {**LINKED, "host": "127.0.0.1", "port": server.port, "token": server.token}
+    for changes in ({}, {"host": "localhost"}, {"port": free_port()}):
+        result = await hass.config_entries.flow.async_init(
+            DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info(**{**server.discovery_config(), **changes})
+        )
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "already_configured"
+        await hass.async_block_till_done()
+        assert entry.data == {**add_on, **changes}
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
+    assert entry.runtime_data.base_topic == "thermo_bridge"  # reloaded, still running
+    assert entry.runtime_data.server is not None
+    assert entry.runtime_data.server.port == entry.data["port"]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"base_topic": None},
+        {"base_topic": "bad/#"},
+        {"host": None},
+        {"host": "bad host/x"},
+        {"port": None},
+        {"port": 0},
+        {"port": "http"},
+        {"port": True},
+        {"api_path": None},
+        {"token": None},
+        {"token": ""},
+    ],
+)
+async def test_hassio_discovery_invalid(hass: HomeAssistant, mqtt_mock: Any, changes: dict[str, Any]) -> None:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info(**changes)
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "invalid_discovery_info"
+
+
+async def test_hassio_port_as_text_is_accepted(hass: HomeAssistant, mqtt_mock: Any, server: ServerProcess) -> None:
+    config = {**server.discovery_config(), "port": str(server.port)}
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info(**config)
+    )
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["data"]["port"] == server.port
+
+
+async def test_hassio_discovery_without_mqtt(hass: HomeAssistant) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_HASSIO}, data=hassio_info())
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "mqtt_not_configured"
+
+
+async def test_reconfigure_keeps_the_base_topic(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
+    """The base topic is the entry's unique id: reconfigure may not change it."""
     entry = await setup_entry()
     result = await entry.start_reconfigure_flow(hass)
     assert result["type"] is FlowResultType.FORM
@@ -210,30 +358,19 @@ async def test_reconfigure(hass: HomeAssistant, setup_entry: SetupEntry) -> None
     assert result["errors"] == {CONF_BASE_TOPIC: "invalid_topic"}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "house/heating"})
     assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "reconfigure_successful"
-    assert entry.data == {CONF_BASE_TOPIC: "house/heating"}
-    assert entry.unique_id == "house/heating"
-    assert entry.title == "Thermo Bridge (house/heating)"
-    await hass.async_block_till_done()
-    assert entry.runtime_data.base_topic == "house/heating"
+    assert result["reason"] == "unique_id_mismatch"
+    assert result["description_placeholders"] == {CONF_BASE_TOPIC: "thermo_bridge"}
+    assert entry.data == {CONF_BASE_TOPIC: "thermo_bridge"}
+    assert entry.unique_id == "thermo_bridge"
 
 
 async def test_reconfigure_same_topic(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
     entry = await setup_entry()
     result = await entry.start_reconfigure_flow(hass)
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "thermo_bridge"})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "/thermo_bridge/"})
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reconfigure_successful"
     await hass.async_block_till_done()
-
-
-async def test_reconfigure_to_a_topic_of_another_entry(hass: HomeAssistant, setup_entry: SetupEntry) -> None:
-    entry = await setup_entry()
-    await setup_entry(base="other")
-    result = await entry.start_reconfigure_flow(hass)
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {CONF_BASE_TOPIC: "other"})
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
     assert entry.data == {CONF_BASE_TOPIC: "thermo_bridge"}
 
 

@@ -2,40 +2,41 @@
 
 discovery → entities → ``climate.set_temperature`` → the simulator receives the command,
 applies it, reports back and acks → the entity follows; plus validation before sending,
-device events on the bus, and the device's last will making it unavailable.
+device events on the bus, and the device going offline making it unavailable.
+
+The simulator runs in its own process (``python -m thermo_bridge_sim``, the
+``thermo-bridge-sim`` command), so this process holds the protocol only as
+``custom_components.thermo_bridge.protocol``. What the device receives and answers is read
+off the broker through HA's own MQTT client, on the device's ``set``, ``state`` and ``ack``
+topics; the device event is published on its ``event`` topic the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 from homeassistant.components import mqtt
 from homeassistant.const import STATE_UNAVAILABLE
-from homeassistant.core import Event, HomeAssistant
+from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.thermo_bridge.const import CONF_BASE_TOPIC, DOMAIN, EVENT_THERMO_BRIDGE
 from tests.broker import Mosquitto
-from thermo_bridge_server.simulator import Simulator
+from tests.waiting import wait_for
 
-THERMOSTAT = "e2e_thermostat_1"
-SENSOR = "e2e_sensor_1"
-WAIT = 15.0
-"""Upper bound for conditions that normally hold within milliseconds (a loaded CI box is slow)."""
-
-
-async def wait_for(condition: Callable[[], object], what: str) -> None:
-    """Poll ``condition`` until it is truthy; fail with ``what`` after WAIT seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+from .live import SENSOR, THERMOSTAT, WAIT, start_simulator
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ async def broker_hass(
     )
     mqtt_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
-    await wait_for(lambda: mqtt.is_connected(hass), "HA's MQTT client to connect")
+    await wait_for(lambda: mqtt.is_connected(hass), timeout=WAIT, what="HA's MQTT client to connect")
     entry = MockConfigEntry(domain=DOMAIN, unique_id="thermo_bridge", data={CONF_BASE_TOPIC: "thermo_bridge"})
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
@@ -56,12 +57,13 @@ async def broker_hass(
     # HA's MQTT batches SUBSCRIBEs after a short cooldown: a probe proves ours reached the
     # broker before the simulator announces (its first full state report is not retained).
     bridge = entry.runtime_data
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not bridge.rejected_total:
-        assert loop.time() < deadline, "our subscriptions never became active"
-        await mqtt.async_publish(hass, "thermo_bridge/probe/state", "probe")
-        await asyncio.sleep(0.1)
+
+    async def subscribed() -> bool:
+        if not bridge.rejected_total:
+            await mqtt.async_publish(hass, "thermo_bridge/probe/state", "probe")
+        return bridge.rejected_total > 0
+
+    await wait_for(subscribed, timeout=WAIT, interval=0.1, what="our subscriptions to become active")
     yield hass
     # Unload while the broker is still up (ours first, then HA's MQTT, which disconnects cleanly).
     for config_entry in (entry, mqtt_entry):
@@ -69,15 +71,68 @@ async def broker_hass(
     await hass.async_block_till_done()
 
 
+@dataclass
+class Simulator:
+    """The simulator's process, and what the broker carried to and from its thermostat."""
+
+    process: subprocess.Popen[bytes] | None = None
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    """Every ``set`` payload sent to the thermostat, in order."""
+    states: list[dict[str, Any]] = field(default_factory=list)
+    """Every state report of the thermostat."""
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    probes: int = 0
+
+    @callback
+    def received(self, message: mqtt.ReceiveMessage) -> None:
+        kind = message.topic.rsplit("/", 1)[-1]
+        if kind == "probe":
+            self.probes += 1
+            return
+        target = {"set": self.commands, "state": self.states, "ack": self.acks}.get(kind)
+        if target is not None:
+            target.append(json.loads(message.payload))
+
+    def stop(self) -> None:
+        """SIGTERM: the simulator publishes its devices' retained ``offline`` and disconnects."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 @pytest.fixture
-async def simulator(broker_hass: HomeAssistant, mosquitto: Mosquitto) -> AsyncIterator[Simulator]:
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, id_prefix="e2e", seed=7)
-    await broker_hass.async_add_executor_job(sim.start)
+async def simulator(broker_hass: HomeAssistant, mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Simulator]:
+    """``thermo-bridge-sim`` with one thermostat and one sensor, its devices announced."""
+    hass = broker_hass
+    sim = Simulator()
+    unsubscribe = await mqtt.async_subscribe(hass, f"thermo_bridge/{THERMOSTAT}/+", sim.received)
+
+    async def subscribed() -> bool:  # HA's MQTT sends SUBSCRIBEs after a short cooldown
+        if not sim.probes:
+            await mqtt.async_publish(hass, f"thermo_bridge/{THERMOSTAT}/probe", "probe")
+        return sim.probes > 0
+
     try:
+        await wait_for(subscribed, timeout=WAIT, interval=0.1, what="the test's subscription to the thermostat")
+        log = tmp_path / "simulator.log"
+        sim.process = await hass.async_add_executor_job(start_simulator, mosquitto, log)
+        process = sim.process
+
+        def announced() -> bool:  # the CLI prints its first line once the broker acked every announcement
+            assert process.poll() is None, f"the simulator exited: {log.read_text()}"
+            return "devices on" in log.read_text()
+
+        await wait_for(announced, timeout=WAIT, what="the simulator to announce its devices")
         yield sim
     finally:
-        await broker_hass.async_add_executor_job(sim.stop)
-        await broker_hass.async_add_executor_job(sim.clear)
+        await hass.async_add_executor_job(sim.stop)
+        unsubscribe()
 
 
 async def test_thermostat_round_trip(
@@ -89,12 +144,13 @@ async def test_thermostat_round_trip(
         return entity_registry.async_get_entity_id("climate", DOMAIN, f"{THERMOSTAT}_climate")
 
     # Discovery: the retained config makes the entities, the first state report fills them.
-    await wait_for(climate_id, "the simulated thermostat's climate entity")
+    await wait_for(climate_id, timeout=WAIT, what="the simulated thermostat's climate entity")
     entity_id = climate_id()
     assert entity_id is not None
     await wait_for(
         lambda: (state := hass.states.get(entity_id)) is not None and state.attributes.get("temperature") is not None,
-        "the first state report",
+        timeout=WAIT,
+        what="the first state report",
     )
     assert entity_registry.async_get_entity_id("sensor", DOMAIN, f"{SENSOR}_co2") is not None
 
@@ -104,11 +160,24 @@ async def test_thermostat_round_trip(
     await hass.services.async_call(
         "climate", "set_temperature", {"entity_id": entity_id, "temperature": target}, blocking=True
     )
-    received = [command for device_id, command in simulator.commands if device_id == THERMOSTAT]
+    received = simulator.commands
     assert len(received) == 1
-    assert received[0].values == {"target_temperature": target}
-    await wait_for(lambda: simulator.devices[THERMOSTAT].state.get("target_temperature") == target, "the device")
-    await wait_for(lambda: hass.states.get(entity_id).attributes["temperature"] == target, "the entity to follow")
+    assert {key: value for key, value in received[0].items() if key != "id"} == {"target_temperature": target}
+    await wait_for(
+        lambda: any(ack["id"] == received[0]["id"] and ack["status"] == "ok" for ack in simulator.acks),
+        timeout=WAIT,
+        what="the device's ok ack",
+    )
+    await wait_for(
+        lambda: any(state.get("target_temperature") == target for state in simulator.states),
+        timeout=WAIT,
+        what="the device to report the new setpoint",
+    )
+    await wait_for(
+        lambda: hass.states.get(entity_id).attributes["temperature"] == target,
+        timeout=WAIT,
+        what="the entity to follow",
+    )
     assert not hass.config_entries.async_entries(DOMAIN)[0].runtime_data.devices[THERMOSTAT].pending
 
     # Out of the device's range: refused before anything is sent.
@@ -117,21 +186,34 @@ async def test_thermostat_round_trip(
             "climate", "set_temperature", {"entity_id": entity_id, "temperature": 60}, blocking=True
         )
     await asyncio.sleep(0.2)
-    assert len([c for d, c in simulator.commands if d == THERMOSTAT]) == 1
+    assert len(simulator.commands) == 1
 
     # A device event reaches the bus and the event entity.
     events: list[Event] = async_capture_events(hass, EVENT_THERMO_BRIDGE)
-    await hass.async_add_executor_job(simulator.emit_event, THERMOSTAT, "button_press", {"button": "up"})
-    await wait_for(lambda: events, "thermo_bridge_event")
+    event = {"event": "button_press", "data": {"button": "up"}, "ts": round(time.time(), 3)}
+    await mqtt.async_publish(hass, f"thermo_bridge/{THERMOSTAT}/event", json.dumps(event))
+    await wait_for(lambda: events, timeout=WAIT, what="thermo_bridge_event")
     assert events[0].data["bridge_device_id"] == THERMOSTAT
     assert events[0].data["event_type"] == "button_press"
     assert events[0].data["data"] == {"button": "up"}
     event_entity = entity_registry.async_get_entity_id("event", DOMAIN, f"{THERMOSTAT}_event")
     assert event_entity is not None
     await wait_for(
-        lambda: hass.states.get(event_entity).attributes.get("event_type") == "button_press", "the event entity"
+        lambda: hass.states.get(event_entity).attributes.get("event_type") == "button_press",
+        timeout=WAIT,
+        what="the event entity",
     )
 
     # The device goes away: its availability says offline, the entity is unavailable.
     await hass.async_add_executor_job(simulator.stop)
-    await wait_for(lambda: hass.states.get(entity_id).state == STATE_UNAVAILABLE, "the entity to become unavailable")
+    await wait_for(
+        lambda: hass.states.get(entity_id).state == STATE_UNAVAILABLE,
+        timeout=WAIT,
+        what="the entity to become unavailable",
+    )
+
+
+def test_home_assistant_tests_hold_one_identity_of_the_protocol() -> None:
+    """The protocol is loaded only as custom_components.thermo_bridge.protocol: nothing here imports its server name."""
+    assert "thermo_bridge_protocol" not in sys.modules
+    assert "thermo_bridge_sim.simulator" not in sys.modules

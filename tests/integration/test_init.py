@@ -76,7 +76,7 @@ async def test_unload_and_reload_leave_nothing_behind(
     )
     for _ in range(20):
         await asyncio.sleep(0)
-    assert mqtt_subscription_count(hass) == baseline_subs + 5  # config, availability, state, ack, event
+    assert mqtt_subscription_count(hass) == baseline_subs + 6  # config, availability, state, ack, event, command
     assert our_timers(hass)
     entity_ids = sorted(e.entity_id for e in er.async_entries_for_config_entry(entity_registry, entry.entry_id))
 
@@ -96,7 +96,7 @@ async def test_unload_and_reload_leave_nothing_behind(
     again = sorted(e.entity_id for e in er.async_entries_for_config_entry(entity_registry, entry.entry_id))
     assert again == entity_ids
     assert not [entity_id for entity_id in again if entity_id.endswith("_2")]
-    assert mqtt_subscription_count(hass) == baseline_subs + 5
+    assert mqtt_subscription_count(hass) == baseline_subs + 6
 
 
 async def test_rediscovery_and_restart_create_no_duplicates(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
+import pytest
+import voluptuous as vol
 import yaml
+from awesomeversion import AwesomeVersion, AwesomeVersionException, AwesomeVersionStrategy
+from homeassistant.components.mqtt import valid_subscribe_topic
+from homeassistant.const import Platform
 
 from custom_components.thermo_bridge import const
 from custom_components.thermo_bridge.bridge import _COMMAND_ERROR_KEYS
@@ -75,28 +82,151 @@ RULES = {
 }
 
 
-def test_manifest() -> None:
-    manifest = json.loads((INTEGRATION / "manifest.json").read_text())
+# hassfest's manifest schema for custom integrations (script/hassfest/manifest.py).
+IOT_CLASSES = ["assumed_state", "calculated", "cloud_polling", "cloud_push", "local_polling", "local_push"]
+INTEGRATION_TYPES = ["device", "entity", "hardware", "helper", "hub", "service", "system", "virtual"]
+# Integrations any integration may use without declaring them (entity platforms and a few more).
+HASSFEST_ALLOWED_COMPONENTS = {*(platform.value for platform in Platform), "diagnostics", "homeassistant", "repairs"}
+ZEROCONF_TYPE_RE = r"_[a-z0-9-]{1,15}\._(tcp|udp)\.local\."
+
+
+def _version(value: str) -> str:
+    try:
+        AwesomeVersion(
+            value,
+            ensure_strategy=[
+                AwesomeVersionStrategy.CALVER,
+                AwesomeVersionStrategy.SEMVER,
+                AwesomeVersionStrategy.SIMPLEVER,
+                AwesomeVersionStrategy.BUILDVER,
+                AwesomeVersionStrategy.PEP440,
+            ],
+        )
+    except AwesomeVersionException as err:
+        raise vol.Invalid(str(err)) from err
+    return value
+
+
+def _https(value: str) -> str:
+    if not value.startswith("https://"):
+        raise vol.Invalid("must be an https URL")
+    return str(vol.Url()(value))
+
+
+HASSFEST_CUSTOM_MANIFEST = vol.Schema(
+    {
+        vol.Required("domain"): str,
+        vol.Required("name"): str,
+        vol.Optional("integration_type"): vol.In(INTEGRATION_TYPES),
+        vol.Optional("config_flow"): bool,
+        vol.Optional("mqtt"): [str],
+        vol.Optional("zeroconf"): [vol.Any(vol.Match(ZEROCONF_TYPE_RE), {vol.Required("type"): str}, extra=True)],
+        vol.Required("documentation"): _https,
+        vol.Optional("issue_tracker"): _https,
+        vol.Optional("requirements"): [str],
+        vol.Optional("dependencies"): [str],
+        vol.Optional("after_dependencies"): [str],
+        vol.Required("codeowners"): [vol.Match(r"^@[A-Za-z0-9-]+(/[A-Za-z0-9-]+)?$")],
+        vol.Optional("loggers"): [str],
+        vol.Optional("iot_class"): vol.In(IOT_CLASSES),
+        vol.Optional("single_config_entry"): bool,
+        vol.Required("version"): vol.All(str, _version),  # required for custom integrations
+    },
+    extra=vol.PREVENT_EXTRA,
+)
+# HACS's schemas (custom_components/hacs/utils/validate.py).
+HACS_JSON = vol.Schema(
+    {
+        vol.Optional("content_in_root"): bool,
+        vol.Optional("country"): vol.Any(str, [str]),
+        vol.Optional("filename"): str,
+        vol.Optional("hacs"): vol.All(str, vol.Coerce(AwesomeVersion)),
+        vol.Optional("hide_default_branch"): bool,
+        vol.Optional("homeassistant"): vol.All(str, vol.Coerce(AwesomeVersion)),
+        vol.Optional("persistent_directory"): str,
+        vol.Optional("render_readme"): bool,
+        vol.Optional("zip_release"): bool,
+        vol.Required("name"): str,
+    },
+    extra=vol.PREVENT_EXTRA,
+)
+HACS_INTEGRATION_MANIFEST = vol.Schema(
+    {
+        vol.Required("codeowners"): list,
+        vol.Required("documentation"): vol.Url(),
+        vol.Required("domain"): str,
+        vol.Required("issue_tracker"): vol.Url(),
+        vol.Required("name"): str,
+        vol.Required("version"): vol.Coerce(AwesomeVersion),
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+
+
+def _manifest() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((INTEGRATION / "manifest.json").read_text())
+    return data
+
+
+def test_manifest_passes_hassfest() -> None:
+    manifest = HASSFEST_CUSTOM_MANIFEST(_manifest())
     keys = list(manifest)
     assert keys[:2] == ["domain", "name"]
     assert keys[2:] == sorted(keys[2:]), "hassfest wants domain, name, then alphabetical order"
-    assert manifest["domain"] == const.DOMAIN
+    assert manifest["domain"] == const.DOMAIN == INTEGRATION.name
     assert manifest["config_flow"] is True
-    assert manifest["dependencies"] == ["mqtt"]
-    assert manifest["mqtt"] == ["thermo_bridge/+/config"]
-    assert manifest["zeroconf"] == [const.ZEROCONF_TYPE]
     assert manifest["integration_type"] == "hub"
     assert manifest["iot_class"] == "local_push"
-    assert manifest["requirements"] == []
-    assert re.fullmatch(r"\d+\.\d+\.\d+", manifest["version"])
-    assert manifest["issue_tracker"].startswith("https://github.com/thermo-bridge/thermo_bridge")
+    assert manifest["requirements"] == [], "the protocol is bundled; nothing to install"
+    for topic in manifest["mqtt"]:
+        assert valid_subscribe_topic(topic) == topic
+    assert manifest["mqtt"] == ["thermo_bridge/+/config"]
+    assert manifest["zeroconf"] == [const.ZEROCONF_TYPE]
+    assert manifest["issue_tracker"].startswith(manifest["documentation"])
+    with pytest.raises(vol.Invalid):
+        HASSFEST_CUSTOM_MANIFEST({**manifest, "version": "one"})
+    with pytest.raises(vol.Invalid):
+        HASSFEST_CUSTOM_MANIFEST({k: v for k, v in manifest.items() if k != "version"})
+
+
+def test_manifest_dependencies_cover_the_imports() -> None:
+    """hassfest's dependency check: an imported integration must be a (after_)dependency."""
+    manifest = _manifest()
+    declared = set(manifest.get("dependencies", [])) | set(manifest.get("after_dependencies", []))
+    imported: set[str] = set()
+    for path in INTEGRATION.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "homeassistant.components":
+                    imported.update(alias.name for alias in node.names)
+                elif node.module.startswith("homeassistant.components."):
+                    imported.add(node.module.split(".")[2])
+    assert "mqtt" in imported, "the scan must see HA's mqtt import"
+    assert imported - HASSFEST_ALLOWED_COMPONENTS <= declared, imported - declared
+
+
+def test_manifest_loggers_cover_every_logger() -> None:
+    """Debug logging from the integration's page covers what every module logs."""
+    loggers = _manifest()["loggers"]
+    for path in INTEGRATION.rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        if "getLogger" in path.read_text():
+            assert any(module == name or module.startswith(name + ".") for name in loggers), module
 
 
 def test_hacs_json() -> None:
-    hacs = json.loads((ROOT / "hacs.json").read_text())
-    assert hacs["name"]
-    # The oldest release the test suite runs against (.venv-oldest).
+    hacs = HACS_JSON(json.loads((ROOT / "hacs.json").read_text()))
+    assert hacs["name"] == _manifest()["name"]
+    # The oldest release the test suite runs against (.venv-oldest); brand/ images need 2026.3+
+    # and older releases show Home Assistant's placeholder icon instead (README says so).
     assert hacs["homeassistant"] == "2025.4.0"
+    HACS_INTEGRATION_MANIFEST(_manifest())
+    with pytest.raises(vol.Invalid):
+        HACS_JSON({**hacs, "render_readme": True, "domains": ["climate"]})
+    assert (ROOT / "LICENSE").is_file(), "HACS refuses a repository without a licence"
+    assert [p.name for p in (ROOT / "custom_components").iterdir() if p.is_dir() and p.name != "__pycache__"] == [
+        "thermo_bridge"
+    ], "HACS manages the first integration of a repository only"
 
 
 def test_translations_match_strings() -> None:
@@ -111,6 +241,8 @@ def test_translations_match_strings() -> None:
             "device_unavailable",
             "publish_failed",
             "mqtt_not_available",
+            "server_token_refused",
+            "server_unreachable",
         }
         == exceptions
     )
@@ -121,6 +253,10 @@ def test_translations_match_strings() -> None:
         assert any(key in section for section in sections), key
     for reason in re.findall(r'async_abort\(reason="([a-z_]+)"\)', source):
         assert reason in strings["config"]["abort"], reason
+    for error in re.findall(r'(?:return|errors\[[A-Z_]+\] =) "([a-z_]+)"', source):
+        assert error in strings["config"]["error"], error
+    for step in re.findall(r'step_id="([a-z_]+)"', source):
+        assert step in strings["config"]["step"] or step in strings["options"]["step"], step
 
 
 def test_icons_reference_translation_keys() -> None:
@@ -144,8 +280,18 @@ def test_quality_scale_covers_every_rule() -> None:
                 assert status == "done", name
 
 
-def test_brand_icon_is_a_256px_png() -> None:
-    data = (INTEGRATION / "brand" / "icon.png").read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
     width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (256, 256)
+    return width, height
+
+
+def test_brand_images_follow_the_brands_rules() -> None:
+    """Home Assistant 2026.3+ serves custom integrations' brand/ images (the brands repo's sizes)."""
+    brand = INTEGRATION / "brand"
+    assert _png_size(brand / "icon.png") == (256, 256)
+    assert _png_size(brand / "icon@2x.png") == (512, 512)
+    width, height = _png_size(brand / "logo.png")
+    assert 128 <= min(width, height) <= 256
+    assert width >= height

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
+from custom_components.thermo_bridge.const import EVENT_THERMO_BRIDGE_COMMAND
 from custom_components.thermo_bridge.protocol.topics import DEVICE_ID_RE
 
 from .conftest import SetupEntry, send
@@ -64,7 +65,7 @@ async def contract_entry(hass: HomeAssistant, setup_entry: SetupEntry) -> MockCo
     return entry
 
 
-@pytest.mark.parametrize("kind", ["state", "event", "ack", "availability", "config"])
+@pytest.mark.parametrize("kind", ["state", "event", "ack", "availability", "config", "command"])
 async def test_invalid_messages_are_counted_and_change_nothing(
     hass: HomeAssistant, contract_entry: MockConfigEntry, kind: str
 ) -> None:
@@ -93,6 +94,18 @@ async def test_valid_state_reports_are_applied(hass: HomeAssistant, contract_ent
         for key, value in case["expect"]["values"].items():
             assert values[key] == value, (case["name"], key)
     assert bridge.rejected_total == 0
+
+
+async def test_valid_command_reports_fire_bus_events(hass: HomeAssistant, contract_entry: MockConfigEntry) -> None:
+    events = async_capture_events(hass, EVENT_THERMO_BRIDGE_COMMAND)
+    cases = load("command_cases")["valid"]
+    for case in cases:
+        await send(hass, DEVICES["thermostat"]["id"], "command", payload_of(case))
+    assert [
+        {"id": e.data["command_id"], "values": e.data["values"], "user": e.data["user"], "status": e.data["status"]}
+        for e in events
+    ] == [{key: case["expect"][key] for key in ("id", "values", "user", "status")} for case in cases]
+    assert contract_entry.runtime_data.rejected_total == 0
 
 
 async def test_valid_configs_create_devices(hass: HomeAssistant, contract_entry: MockConfigEntry) -> None:

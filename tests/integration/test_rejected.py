@@ -18,6 +18,7 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.thermo_bridge.bridge import MAX_UNKNOWN_SOURCES, OTHER_SOURCES
 from custom_components.thermo_bridge.const import DOMAIN
+from thermo_bridge_sim import devices
 
 from .conftest import THERMOSTAT_CONFIG, THERMOSTAT_ID, SetupEntry, fire, get_device, send
 
@@ -56,7 +57,7 @@ async def test_bad_messages_of_every_kind(
     await send(hass, THERMOSTAT_ID, "availability", "maybe")
     await send(hass, THERMOSTAT_ID, "ack", {"id": "x", "status": "perhaps"})
     await send(hass, THERMOSTAT_ID, "event", {"event": "explosion"})
-    await send(hass, THERMOSTAT_ID, "config", {"schema": 1, "id": "someone_else", "kind": "sensor", "name": "x"})
+    await send(hass, THERMOSTAT_ID, "config", devices.sensor("someone_else", name="x"))
     await send(hass, "bad id!", "state", {"temperature": 1})
     await send(hass, "stranger", "state", {"temperature": 1})
     fire(hass, "a/b", "state", "{}")  # two levels: not under any of our subscriptions

@@ -8,6 +8,7 @@ input makes a parser raise anything but ``ProtocolError``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import random
@@ -21,6 +22,7 @@ from thermo_bridge_protocol import (
     MAX_PAYLOAD_BYTES,
     Ack,
     Command,
+    CommandReport,
     DeviceConfig,
     DeviceEvent,
     ProtocolError,
@@ -30,20 +32,23 @@ from thermo_bridge_protocol import (
     encode_ack,
     encode_availability,
     encode_command,
+    encode_command_report,
     encode_config,
     encode_event,
     encode_state,
     parse_ack,
     parse_availability,
     parse_command,
+    parse_command_report,
     parse_config,
     parse_event,
     parse_state,
 )
 from thermo_bridge_protocol.codec import MAX_DEPTH
+from thermo_bridge_sim import devices
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "protocol"
-KINDS = ("config", "state", "availability", "set", "ack", "event")
+KINDS = ("config", "state", "availability", "set", "ack", "event", "command")
 
 
 def load(name: str) -> Any:
@@ -84,6 +89,15 @@ def as_expected(kind: str, model: object) -> object:
         return {"id": model.command_id, "status": str(model.status), "reason": model.reason, "ts": model.ts}
     if isinstance(model, DeviceEvent):
         return {"event": model.event_type, "data": model.data, "ts": model.ts}
+    if isinstance(model, CommandReport):
+        return {
+            "id": model.command_id,
+            "values": model.values,
+            "user": model.user,
+            "status": str(model.status),
+            "reason": model.reason,
+            "ts": model.ts,
+        }
     assert kind == "availability"
     return model
 
@@ -106,6 +120,8 @@ def parser_for(kind: str, case: dict[str, Any]) -> Callable[[bytes], object]:
         case "event":
             assert device is not None
             return lambda payload: parse_event(payload, device)
+        case "command":
+            return parse_command_report
     raise AssertionError(kind)
 
 
@@ -161,6 +177,8 @@ def test_valid_fixture_round_trips_through_the_encoder(kind: str, case: dict[str
             encoded = encode_ack(model)
         case DeviceEvent():
             encoded = encode_event(model)
+        case CommandReport():
+            encoded = encode_command_report(model)
         case _:
             raise AssertionError(model)
     assert parse(encoded) == model
@@ -177,6 +195,9 @@ def test_encoders_refuse_non_finite_numbers() -> None:
         encode_state({"temperature": float("nan")})
     with pytest.raises(ValueError, match="Out of range float"):
         encode_event(DeviceEvent("fault", {"x": float("inf")}))
+    report = parse_command_report(payload_of(load("command")["valid"][0]))
+    with pytest.raises(ValueError, match="Out of range float"):
+        encode_command_report(dataclasses.replace(report, values={"target_temperature": float("nan")}))
 
 
 # ---------------------------------------------------------------------- generated hostile inputs
@@ -188,6 +209,7 @@ ALL_PARSERS: dict[str, Callable[[bytes], object]] = {
     "set": lambda p: parse_command(p, DEVICES["thermostat"]),
     "ack": parse_ack,
     "event": lambda p: parse_event(p, DEVICES["thermostat"]),
+    "command": parse_command_report,
 }
 
 
@@ -415,6 +437,7 @@ def test_fuzz_structural_mutations_only_raise_protocol_error() -> None:
         "set": [functools.partial(_command, config=d) for d in DEVICES.values()],
         "ack": [parse_ack],
         "event": [functools.partial(_event, config=d) for d in DEVICES.values()],
+        "command": [parse_command_report],
     }
     accepted = rejected = 0
     for _ in range(3000):
@@ -449,9 +472,7 @@ def test_fuzz_byte_mutations_and_random_bytes_only_raise_protocol_error() -> Non
 
 def test_too_many_names_are_out_of_range() -> None:
     events = [f"e{i}" for i in range(65)]
-    config: dict[str, object] = {"schema": 1, "id": "a", "kind": "sensor", "name": "A", "measurements": {"co2": {}}}
-    config["measurements"] = {"co2": {"unit": "ppm"}}
-    config["events"] = events
+    config = devices.sensor("a", name="A", measurements=devices.measurements("co2"), events=events)
     with pytest.raises(ProtocolError) as info:
         parse_config(json.dumps(config).encode())
     assert info.value.reason is Reason.OUT_OF_RANGE

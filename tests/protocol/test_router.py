@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 
 from thermo_bridge_protocol import (
+    DEVICE_KINDS,
     Ack,
     AckStatus,
+    CommandReport,
+    CommandStatus,
     DeviceConfig,
     DeviceEvent,
     DeviceRouter,
@@ -23,16 +26,11 @@ from thermo_bridge_protocol import (
     parse_command,
 )
 from thermo_bridge_protocol.codec import COMMAND_ID_RE
+from thermo_bridge_sim import devices
 
-THERMOSTAT = {
-    "schema": 1,
-    "id": "t1",
-    "kind": "thermostat",
-    "name": "T1",
-    "measurements": {"temperature": {"unit": "°C"}},
-    "events": ["button_press"],
-    "thermostat": {"hvac_modes": ["off", "heat"], "min_temp": 5, "max_temp": 30},
-}
+THERMOSTAT = devices.thermostat(
+    "t1", name="T1", measurements=devices.measurements("temperature"), events=["button_press"], min_temp=5, max_temp=30
+)
 
 
 def raw(value: object) -> bytes:
@@ -64,6 +62,9 @@ class Recorder(ProtocolHandler):
 
     def on_event(self, device_id: str, event: DeviceEvent) -> None:
         self.calls.append(("event", device_id, event))
+
+    def on_command_report(self, device_id: str, report: CommandReport) -> None:
+        self.calls.append(("command", device_id, report))
 
     def on_rejected(
         self, device_id: str | None, kind: MessageKind | None, error: ProtocolError, topic: str, payload: bytes
@@ -275,3 +276,60 @@ def test_new_command_ids_are_valid_and_unique() -> None:
     ids = {new_command_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(COMMAND_ID_RE.fullmatch(command_id) for command_id in ids)
+
+
+REPORT = {"id": "c1", "values": {"hvac_mode": "heat"}, "user": "auth0|u1", "status": "acked", "ts": 1767225600.0}
+
+
+async def test_command_reports_only_reach_a_router_that_asked_for_them(
+    router: DeviceRouter, transport: FakeTransport, handler: Recorder
+) -> None:
+    """The server publishes reports and must not receive its own: the default kinds leave them out."""
+    assert MessageKind.COMMAND not in DEVICE_KINDS
+    await router.async_start()
+    assert "tb/+/command" not in [topic for topic, _ in transport.subscriptions]
+    router.handle_message("tb/t1/config", raw(THERMOSTAT))
+    handler.calls.clear()
+    router.handle_message("tb/t1/command", raw(REPORT))
+    assert handler.calls == []
+
+
+async def test_a_router_with_the_command_kind_reports_outcomes(transport: FakeTransport, handler: Recorder) -> None:
+    router = DeviceRouter(
+        "tb", transport.subscribe, transport.publish, handler, kinds=(*DEVICE_KINDS, MessageKind.COMMAND)
+    )
+    await router.async_start()
+    assert transport.subscriptions[0] == ("tb/+/config", 1)
+    assert transport.subscriptions[-1] == ("tb/+/command", 1)
+    router.handle_message("tb/t1/command", raw(REPORT))
+    assert handler.last()[:4] == ("rejected", "t1", MessageKind.COMMAND, Reason.UNKNOWN_DEVICE)
+    router.handle_message("tb/t1/config", raw(THERMOSTAT))
+    router.handle_message("tb/t1/command", raw(REPORT))
+    assert handler.last() == (
+        "command",
+        "t1",
+        CommandReport("c1", {"hvac_mode": "heat"}, "auth0|u1", CommandStatus.ACKED, None, 1767225600.0),
+    )
+    router.handle_message("tb/t1/command", raw({**REPORT, "status": "failed"}))
+    assert handler.last()[:4] == ("rejected", "t1", MessageKind.COMMAND, Reason.MISSING_KEY)
+
+
+async def test_shared_group_shares_command_reports_too(transport: FakeTransport, handler: Recorder) -> None:
+    router = DeviceRouter(
+        "tb",
+        transport.subscribe,
+        transport.publish,
+        handler,
+        shared_group="g",
+        kinds=[MessageKind.CONFIG, MessageKind.COMMAND],
+    )
+    await router.async_start()
+    assert transport.subscriptions == [("tb/+/config", 1), ("$share/g/tb/+/command", 1)]
+
+
+@pytest.mark.parametrize("kinds", [[MessageKind.STATE], [*DEVICE_KINDS, MessageKind.SET]])
+def test_kinds_must_include_config_and_never_set(
+    transport: FakeTransport, handler: Recorder, kinds: list[MessageKind]
+) -> None:
+    with pytest.raises(ValueError, match="config and never to set"):
+        DeviceRouter("tb", transport.subscribe, transport.publish, handler, kinds=kinds)

@@ -18,6 +18,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import Mosquitto, find_mosquitto, free_port
+from tests.pki import make_pki
+from tests.simulators import StartSim, simulators
+from tests.waiting import wait_for, wait_until
 from thermo_bridge_protocol import (
     Ack,
     AckStatus,
@@ -34,7 +37,7 @@ from thermo_bridge_protocol import (
     encode_command,
     parse_state,
 )
-from thermo_bridge_server.simulator import Simulator, SimulatorError, main
+from thermo_bridge_sim.simulator import Simulator, SimulatorError, main
 
 WAIT = 10.0
 
@@ -94,14 +97,6 @@ class Collector(ProtocolHandler):
             return next((ack for _, ack in self.acks if ack.command_id == command_id), None)
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 class PahoTransport:
     """The injected transport of DeviceRouter, over a real paho client (what the server does)."""
 
@@ -149,24 +144,19 @@ async def reader(mosquitto: Mosquitto) -> AsyncIterator[tuple[DeviceRouter, Coll
 
 
 @pytest.fixture
-def sims() -> Iterator[list[Simulator]]:
-    """Simulators a test starts; stopped afterwards even when the test fails."""
-    started: list[Simulator] = []
-    yield started
-    for sim in started:
-        sim.stop()
+async def start_sim(mosquitto: Mosquitto) -> AsyncIterator[StartSim]:
+    async with simulators(mosquitto) as start:
+        yield start
 
 
 async def test_simulated_devices_announce_and_report_through_the_broker(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], sims: list[Simulator]
+    reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     router, seen, _ = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=2, sensors=2, seed=3)
-    sims.append(sim)
-    await asyncio.to_thread(sim.start)
+    sim = await start_sim(thermostats=2, sensors=2, seed=3)
     ids = {"sim_thermostat_1", "sim_thermostat_2", "sim_sensor_1", "sim_sensor_2"}
     assert set(sim.devices) == ids
-    wait_for(lambda: len(seen.states) >= 4 and len(seen.availability) >= 4, "announcements")
+    await wait_for(lambda: len(seen.states) >= 4 and len(seen.availability) >= 4, what="announcements")
 
     assert seen.rejected == []
     assert set(seen.configs) == ids
@@ -189,14 +179,14 @@ async def test_simulated_devices_announce_and_report_through_the_broker(
     assert seen.configs["sim_sensor_1"].measurement("co2") is not None
 
     sim.publish_state("sim_sensor_1", temperature=30.5, co2=1200)
-    wait_for(lambda: len(seen.states_of("sim_sensor_1")) >= 2, "forced report")
+    await wait_for(lambda: len(seen.states_of("sim_sensor_1")) >= 2, what="forced report")
     forced = seen.states_of("sim_sensor_1")[1]
     assert forced.values == {"temperature": 30.5, "co2": 1200.0}
     assert forced.seq == 2
     assert sim.devices["sim_sensor_1"].state["temperature"] == 30.5
 
     sim.emit_event("sim_thermostat_2", "button_press", {"button": 1})
-    wait_for(lambda: seen.events, "event")
+    await wait_for(lambda: seen.events, what="event")
     assert seen.events == [("sim_thermostat_2", DeviceEvent("button_press", {"button": 1.0}, seen.events[0][1].ts))]
     with pytest.raises(SimulatorError, match="does not declare event 'fault'"):
         sim.emit_event("sim_sensor_1", "fault")
@@ -205,7 +195,7 @@ async def test_simulated_devices_announce_and_report_through_the_broker(
 
     sent = sim.sent
     await asyncio.to_thread(sim.stop)
-    wait_for(lambda: sum(1 for _, online in seen.availability if not online) >= 4, "offline on stop")
+    await wait_for(lambda: sum(1 for _, online in seen.availability if not online) >= 4, what="offline on stop")
     assert {dev for dev, online in seen.availability if not online} == ids
     assert sim.sent == sent
     sim.stop()  # idempotent
@@ -213,17 +203,15 @@ async def test_simulated_devices_announce_and_report_through_the_broker(
 
 
 async def test_commands_are_applied_then_acked(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], sims: list[Simulator]
+    reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     router, seen, transport = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=4)
-    sims.append(sim)
-    await asyncio.to_thread(sim.start)
-    wait_for(lambda: len(seen.states) >= 2, "initial states")
+    sim = await start_sim(thermostats=1, sensors=1, seed=4)
+    await wait_for(lambda: len(seen.states) >= 2, what="initial states")
 
     command = router.build_command("sim_thermostat_1", {"hvac_mode": "cool", "target_temperature": 23.5})
     await router.async_send_command("sim_thermostat_1", command)
-    wait_for(lambda: seen.ack_for(command.command_id), "ack")
+    await wait_for(lambda: seen.ack_for(command.command_id), what="ack")
     assert seen.ack_for(command.command_id) == Ack(
         command.command_id,
         AckStatus.OK,
@@ -248,7 +236,7 @@ async def test_commands_are_applied_then_acked(
 
     preset = router.build_command("sim_thermostat_1", {"preset": "eco", "hvac_mode": "heat"})
     await router.async_send_command("sim_thermostat_1", preset)
-    wait_for(lambda: seen.ack_for(preset.command_id), "preset ack")
+    await wait_for(lambda: seen.ack_for(preset.command_id), what="preset ack")
     assert seen.states_of("sim_thermostat_1")[-1].values["target_temperature"] == 18.0
 
     # Commands a consumer's validation would refuse, sent raw: the device answers with an error ack.
@@ -257,7 +245,7 @@ async def test_commands_are_applied_then_acked(
     to_sensor = Command("bad-2", {"hvac_mode": "heat"})
     await transport.publish("thermo_bridge/sim_sensor_1/set", encode_command(to_sensor), 1, False)
     await transport.publish("thermo_bridge/sim_thermostat_1/set", b'{"id":"bad-3","target_temperature":NaN}', 1, False)
-    wait_for(lambda: all(seen.ack_for(f"bad-{i}") for i in (1, 2, 3)), "error acks")
+    await wait_for(lambda: all(seen.ack_for(f"bad-{i}") for i in (1, 2, 3)), what="error acks")
     errors = {i: seen.ack_for(f"bad-{i}") for i in (1, 2, 3)}
     assert all(ack is not None and ack.status is AckStatus.ERROR for ack in errors.values())
     assert errors[1].reason.startswith("out_of_range: target_temperature")  # type: ignore[union-attr]
@@ -267,23 +255,22 @@ async def test_commands_are_applied_then_acked(
     await transport.publish("thermo_bridge/sim_thermostat_1/set", b"garbage", 1, False)
     again = router.build_command("sim_thermostat_1", {"fan_mode": "high"})
     await router.async_send_command("sim_thermostat_1", again)
-    wait_for(lambda: seen.ack_for(again.command_id), "ack after garbage")
+    await wait_for(lambda: seen.ack_for(again.command_id), what="ack after garbage")
     assert [cmd for _, cmd in sim.commands] == [command, preset, again]
     assert len(seen.acks) == 6
     assert seen.rejected == []
 
 
 async def test_last_will_marks_devices_offline_when_the_connection_dies(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport]
+    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     _, seen, _ = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=2, seed=5)
-    await asyncio.to_thread(sim.start)
-    wait_for(lambda: len(seen.availability) >= 3, "online")
+    sim = await start_sim(thermostats=1, sensors=2, seed=5)
+    await wait_for(lambda: len(seen.availability) >= 3, what="online")
     assert all(online for _, online in seen.availability)
 
     sim.kill()  # sockets closed without DISCONNECT: only the broker's will can say offline
-    wait_for(lambda: len(seen.availability) >= 6, "last wills")
+    await wait_for(lambda: len(seen.availability) >= 6, what="last wills")
     assert sorted(dev for dev, online in seen.availability if not online) == sorted(sim.devices)
 
     # The will is retained: a consumer starting now learns the devices are offline.
@@ -292,7 +279,7 @@ async def test_last_will_marks_devices_offline_when_the_connection_dies(
     try:
         router = DeviceRouter("thermo_bridge", transport.subscribe, transport.publish, late)
         await router.async_start()
-        wait_for(lambda: len(late.availability) >= 3 and len(late.configs) >= 3, "retained topics")
+        await wait_for(lambda: len(late.availability) >= 3 and len(late.configs) >= 3, what="retained topics")
         assert all(not online for _, online in late.availability)
     finally:
         transport.close()
@@ -300,14 +287,13 @@ async def test_last_will_marks_devices_offline_when_the_connection_dies(
 
 
 async def test_clear_removes_the_retained_announcements(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport]
+    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     router, seen, _ = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=6)
-    await asyncio.to_thread(sim.start)
-    wait_for(lambda: len(seen.configs) == 2, "configs")
+    sim = await start_sim(thermostats=1, sensors=1, seed=6)
+    await wait_for(lambda: len(seen.configs) == 2, what="configs")
     await asyncio.to_thread(sim.clear)
-    wait_for(lambda: len(seen.removed) == 2, "removal")
+    await wait_for(lambda: len(seen.removed) == 2, what="removal")
     assert router.devices == {}
     await asyncio.to_thread(sim.stop)
     await asyncio.to_thread(sim.clear)  # also works when stopped (its own short connection)
@@ -325,14 +311,13 @@ async def test_clear_removes_the_retained_announcements(
 
 
 async def test_load_mode_reports_are_valid_ordered_and_all_delivered(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport]
+    reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     _, seen, _ = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=3, sensors=3, rate=400.0, seed=7)
-    await asyncio.to_thread(sim.start)
-    wait_for(lambda: sim.sent >= 200, "load")
+    sim = await start_sim(thermostats=3, sensors=3, rate=400.0, seed=7)
+    await wait_for(lambda: sim.sent >= 200, what="load")
     await asyncio.to_thread(sim.stop)
-    wait_for(lambda: len(seen.states) >= sim.sent, "every state delivered (QoS 1)")
+    await wait_for(lambda: len(seen.states) >= sim.sent, what="every state delivered (QoS 1)")
     assert len(seen.states) == sim.sent
     assert seen.rejected == []
     for device_id in sim.devices:
@@ -342,30 +327,24 @@ async def test_load_mode_reports_are_valid_ordered_and_all_delivered(
     assert sim.achieved_rate() > 0
 
 
-async def test_custom_base_topic_and_prefix(mosquitto: Mosquitto, sims: list[Simulator]) -> None:
+async def test_custom_base_topic_and_prefix(mosquitto: Mosquitto, start_sim: StartSim) -> None:
     seen = Collector()
     transport = PahoTransport(mosquitto)
     try:
         await DeviceRouter("site/a", transport.subscribe, transport.publish, seen).async_start()
-        sim = Simulator(
-            mosquitto.host, mosquitto.port, base_topic="/site/a/", thermostats=0, sensors=1, id_prefix="x", qos=0
-        )
-        sims.append(sim)
-        await asyncio.to_thread(sim.start)
-        wait_for(lambda: seen.states, "state under the custom base")
+        await start_sim(base_topic="/site/a/", thermostats=0, sensors=1, id_prefix="x", qos=0)
+        await wait_for(lambda: seen.states, what="state under the custom base")
         assert list(seen.configs) == ["x_sensor_1"]
     finally:
         transport.close()
 
 
 async def test_devices_reconnect_and_reannounce_after_a_broker_restart(
-    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], sims: list[Simulator]
+    mosquitto: Mosquitto, reader: tuple[DeviceRouter, Collector, PahoTransport], start_sim: StartSim
 ) -> None:
     router, seen, transport = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=8)
-    sims.append(sim)
-    await asyncio.to_thread(sim.start)
-    wait_for(lambda: len(seen.states) >= 2, "initial states")
+    sim = await start_sim(thermostats=1, sensors=1, seed=8)
+    await wait_for(lambda: len(seen.states) >= 2, what="initial states")
     transport.close()  # the reader's own paho client does not reconnect by itself in this test
 
     await asyncio.to_thread(mosquitto.restart, 0.5)
@@ -374,33 +353,32 @@ async def test_devices_reconnect_and_reannounce_after_a_broker_restart(
     try:
         await DeviceRouter("thermo_bridge", transport2.subscribe, transport2.publish, fresh).async_start()
         # Each device reconnects on its own and announces itself again: config, online, full state.
-        wait_for(lambda: len(fresh.states) >= 2, "states after the restart", timeout=20)
-        wait_for(lambda: sum(1 for _, online in fresh.availability if online) >= 2, "online after the restart")
+        await wait_for(lambda: len(fresh.states) >= 2, timeout=20, what="states after the restart")
+        await wait_for(
+            lambda: sum(1 for _, online in fresh.availability if online) >= 2, what="online after the restart"
+        )
         assert set(fresh.configs) == set(sim.devices)
         command = router.build_command("sim_thermostat_1", {"hvac_mode": "off"})
         await transport2.publish("thermo_bridge/sim_thermostat_1/set", encode_command(command), 1, False)
-        wait_for(lambda: fresh.ack_for(command.command_id), "ack after the restart")
+        await wait_for(lambda: fresh.ack_for(command.command_id), what="ack after the restart")
         assert fresh.rejected == []
     finally:
         transport2.close()
 
 
 async def test_natural_cadence_reports_and_events(
-    mosquitto: Mosquitto,
     reader: tuple[DeviceRouter, Collector, PahoTransport],
-    sims: list[Simulator],
+    start_sim: StartSim,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without a rate, devices report every few seconds and emit occasional events (sped up here)."""
-    monkeypatch.setattr("thermo_bridge_server.simulator.TICK", 0.05)
-    monkeypatch.setattr("thermo_bridge_server.simulator.REPORT_INTERVAL", 0.1)
-    monkeypatch.setattr("thermo_bridge_server.simulator.EVENT_PROBABILITY", 2.0)
+    monkeypatch.setattr("thermo_bridge_sim.simulator.TICK", 0.05)
+    monkeypatch.setattr("thermo_bridge_sim.simulator.REPORT_INTERVAL", 0.1)
+    monkeypatch.setattr("thermo_bridge_sim.simulator.EVENT_PROBABILITY", 2.0)
     _, seen, _ = reader
-    sim = Simulator(mosquitto.host, mosquitto.port, thermostats=1, sensors=1, seed=9)
-    sims.append(sim)
-    await asyncio.to_thread(sim.start)
-    wait_for(lambda: all(len(seen.states_of(d)) >= 4 for d in sim.devices), "periodic reports")
-    wait_for(lambda: {d for d, _ in seen.events} == set(sim.devices), "spontaneous events")
+    sim = await start_sim(thermostats=1, sensors=1, seed=9)
+    await wait_for(lambda: all(len(seen.states_of(d)) >= 4 for d in sim.devices), what="periodic reports")
+    await wait_for(lambda: {d for d, _ in seen.events} == set(sim.devices), what="spontaneous events")
     assert seen.rejected == []
     for device_id, device in sim.devices.items():
         reports = seen.states_of(device_id)
@@ -511,7 +489,7 @@ def test_unknown_host_is_a_clear_simulator_error() -> None:
 def test_cli_exits_non_zero_on_a_closed_port(closed_port: int) -> None:
     port = closed_port
     result = subprocess.run(
-        [sys.executable, "-m", "thermo_bridge_server.simulator", "--port", str(port), "--duration", "1"],
+        [sys.executable, "-m", "thermo_bridge_sim", "--port", str(port), "--duration", "1"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -557,61 +535,10 @@ def test_cli_runs_with_the_right_credentials(
     assert "state messages in" in out
 
 
-def _write_tls_files(folder: Path) -> tuple[Path, Path, Path]:
-    """A throw-away CA and a server certificate for 127.0.0.1: (ca, cert, key) PEM files."""
-    import datetime as dt  # noqa: PLC0415 - only this test needs them
-    import ipaddress  # noqa: PLC0415
-
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "thermo_bridge test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False,
-        )
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return paths
-
-
 def test_simulator_over_tls(tmp_path: Path) -> None:
     """--tls-ca: the devices connect over TLS (and the selector loop drains TLS-buffered bytes)."""
-    ca, cert, key = _write_tls_files(tmp_path / "tls")
+    pki = make_pki(tmp_path / "tls")
+    ca, cert, key = pki.ca, pki.server_cert, pki.server_key
     tls_port = free_port()
     extra = f"listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
     broker = Mosquitto(tmp_path / "tls-broker", websockets=False, extra_config=extra)
@@ -628,8 +555,10 @@ def test_simulator_over_tls(tmp_path: Path) -> None:
         sim.start()
         try:
             sim.publish_state("sim_thermostat_1", temperature=25.0)
-            wait_for(lambda: ("thermo_bridge/sim_thermostat_1/availability", b"online") in got, "online over TLS")
-            wait_for(lambda: sum(1 for t, _ in got if t.endswith("/state")) >= 2, "states over TLS")
+            wait_until(
+                lambda: ("thermo_bridge/sim_thermostat_1/availability", b"online") in got, what="online over TLS"
+            )
+            wait_until(lambda: sum(1 for t, _ in got if t.endswith("/state")) >= 2, what="states over TLS")
         finally:
             sim.stop()
         reader.loop_stop()

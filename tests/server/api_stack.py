@@ -12,20 +12,23 @@ import asyncio
 import dataclasses
 import json
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # no stubs installed
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from tests.broker import Mosquitto
 from tests.server.jwks import JwksServer
+from tests.waiting import wait_for
 from thermo_bridge_server.app import COMPONENTS, Components, create_app
 from thermo_bridge_server.config import ServerConfig, load_config
 from thermo_bridge_server.http.openapi import build_document
-from thermo_bridge_server.simulator import Simulator
+from thermo_bridge_sim.simulator import Simulator
 
 ADMIN = ("read:devices", "write:devices", "admin")
 RW = ("read:devices", "write:devices")
@@ -43,6 +46,8 @@ def make_config(broker: Mosquitto, db: Path, jwks: JwksServer, **env: str) -> Se
         "THERMO_BRIDGE_ZEROCONF": "false",
         "THERMO_BRIDGE_HTTP_PORT": "8099",
         "THERMO_BRIDGE_OPTIONS_FILE": "",
+        # Beside the test's database even when store_url points at PostgreSQL.
+        "THERMO_BRIDGE_INTERNAL_TOKEN_PATH": str(db.with_name(f"{db.stem}_internal_token")),
     }
     values.update({f"THERMO_BRIDGE_{key.upper()}": value for key, value in env.items()})
     config = load_config([], values)
@@ -58,6 +63,7 @@ class ApiClient:
         self.jwks = jwks
         self.session = aiohttp.ClientSession()
         self.document = build_document()
+        self.schemas = DocumentSchemas(self.document)
         self._routes = [
             (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), path) for path in self.document["paths"]
         ]
@@ -104,9 +110,11 @@ class ApiClient:
             return
         spec = operation["responses"].get(str(response.status))
         assert spec is not None, f"{method} {template} answered {response.status}, which is not documented"
-        spec = resolve(self.document, spec)
-        schema = spec["content"]["application/json"]["schema"]
-        errors = validate_schema(response.json(), schema, self.document)
+        at = pointer_to("paths", template, method.lower(), "responses", str(response.status))
+        if "$ref" in spec:  # a shared response: its schema is where the reference points
+            at = spec["$ref"].removeprefix("#")
+        schema_at = at + pointer_to("content", "application/json", "schema")
+        errors = self.schemas.errors(response.json(), schema_at)
         assert not errors, f"{method} {path} {response.status} does not match its documented schema: {errors}"
 
     async def close(self) -> None:
@@ -166,6 +174,7 @@ class ServerStack:
         self.app: web.Application | None = None
         self.client: ApiClient | None = None
         self.config: ServerConfig | None = None
+        self.port = 0
 
     @property
     def components(self) -> Components:
@@ -186,21 +195,33 @@ class ServerStack:
         await asyncio.to_thread(self.broker.start)
         await self.jwks.start()
         self.config = make_config(self.broker, self.workdir / "store.db", self.jwks, **self.env)
-        self.app = await create_app(self.config)
-        self.app.router.add_routes(self.extra_routes)
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        runner = self.runner
-        self.components.metrics.open_connections = lambda: len(runner.server.connections) if runner.server else 0
-        self.client = ApiClient(f"http://127.0.0.1:{port}", self.jwks)
+        await self._serve(0)
         if self.simulate:
             self.simulator = Simulator(self.broker.host, self.broker.port, seed=7, **self.sim_args)  # type: ignore[arg-type]
             await asyncio.to_thread(self.simulator.start)
             wanted = set(self.simulator.devices)
             await wait_for(lambda: self._known(wanted), what=f"devices {sorted(wanted)} in the store")
+
+    async def _serve(self, port: int) -> None:
+        assert self.config is not None
+        self.app = await create_app(self.config)
+        self.app.router.add_routes(self.extra_routes)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner = self.runner
+        self.components.metrics.open_connections = lambda: len(runner.server.connections) if runner.server else 0
+        if self.client is not None:
+            await self.client.close()
+        self.client = ApiClient(f"http://127.0.0.1:{self.port}", self.jwks)
+
+    async def restart(self) -> None:
+        """A graceful stop of the server (SIGTERM's path) and a new one on the same port and database."""
+        assert self.runner is not None
+        await self.runner.cleanup()
+        await self._serve(self.port)
 
     async def _known(self, wanted: set[str]) -> bool:
         devices = await self.components.store.list_devices()
@@ -218,17 +239,6 @@ class ServerStack:
         await asyncio.to_thread(self.broker.stop)
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float = 10.0, what: str = "condition") -> None:
-    """Poll an async condition (no fixed sleeps in assertions)."""
-    deadline = time.monotonic() + within
-    while True:
-        if await condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 # --------------------------------------------------------------------------- schema checks
 
 
@@ -242,59 +252,26 @@ def resolve(document: Mapping[str, Any], node: Any) -> Any:
     return node
 
 
-_TYPES: dict[str, Callable[[Any], bool]] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
+OPENAPI_URI = "urn:thermo-bridge:openapi"
+"""Where the registry keeps the OpenAPI document, so its ``#/components/...`` references resolve."""
 
 
-def validate_schema(instance: Any, schema: Any, document: Mapping[str, Any], path: str = "$") -> list[str]:
-    """The JSON Schema subset the document uses; with ``jsonschema`` installed, that is used instead."""
-    try:
-        import jsonschema  # type: ignore[import-untyped]  # noqa: PLC0415
-    except ImportError:
-        return _validate(instance, schema, document, path)
-    resolver_doc = dict(document)
-    validator = jsonschema.Draft202012Validator({**schema, "components": resolver_doc["components"]})
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
+class DocumentSchemas:
+    """Draft 2020-12 validation against the schemas of an OpenAPI 3.1 document (``jsonschema``)."""
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        self._registry = Registry().with_resource(OPENAPI_URI, DRAFT202012.create_resource(dict(document)))
+        self._validators: dict[str, Any] = {}
+
+    def errors(self, instance: object, pointer: str) -> list[str]:
+        """Every violation of the schema at JSON ``pointer`` in the document, as 'location: problem'."""
+        validator = self._validators.get(pointer)
+        if validator is None:
+            ref = {"$ref": f"{OPENAPI_URI}#{pointer}"}
+            validator = self._validators[pointer] = Draft202012Validator(ref, registry=self._registry)
+        return [f"/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
 
 
-def _validate(instance: Any, schema: Any, document: Mapping[str, Any], path: str) -> list[str]:
-    schema = resolve(document, schema)
-    errors: list[str] = []
-    types = schema.get("type")
-    if types is not None:
-        names = [types] if isinstance(types, str) else types
-        if not any(_TYPES[name](instance) for name in names):
-            return [f"{path}: {instance!r:.60} is not of type {names}"]
-    if "enum" in schema and instance not in schema["enum"]:
-        errors.append(f"{path}: {instance!r} not in {schema['enum']}")
-    if isinstance(instance, str) and "pattern" in schema and not re.search(schema["pattern"], instance):
-        errors.append(f"{path}: {instance!r} does not match {schema['pattern']}")
-    if isinstance(instance, int | float) and not isinstance(instance, bool):
-        if "minimum" in schema and instance < schema["minimum"]:
-            errors.append(f"{path}: below minimum")
-        if "maximum" in schema and instance > schema["maximum"]:
-            errors.append(f"{path}: above maximum")
-    if isinstance(instance, dict):
-        for key in schema.get("required", ()):
-            if key not in instance:
-                errors.append(f"{path}: missing required {key!r}")
-        props = schema.get("properties", {})
-        additional = schema.get("additionalProperties", True)
-        for key, value in instance.items():
-            if key in props:
-                errors += _validate(value, props[key], document, f"{path}.{key}")
-            elif additional is False:
-                errors.append(f"{path}: unexpected property {key!r}")
-            elif isinstance(additional, dict):
-                errors += _validate(value, additional, document, f"{path}.{key}")
-    if isinstance(instance, list) and "items" in schema:
-        for index, item in enumerate(instance):
-            errors += _validate(item, schema["items"], document, f"{path}[{index}]")
-    return errors
+def pointer_to(*parts: str) -> str:
+    """A JSON pointer (RFC 6901) from its unescaped parts."""
+    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)

@@ -1,9 +1,8 @@
-"""The add-on manifest (config.yaml) and the repository layout the Supervisor relies on."""
+"""The add-on manifest's options (config.yaml) against the server's own (the Supervisor's rules: tests/packaging)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,6 @@ def _manifest() -> dict[str, object]:
     data = yaml.safe_load((ROOT / "config.yaml").read_text())
     assert isinstance(data, dict)
     return data
-
-
-def test_manifest_has_the_keys_the_supervisor_requires() -> None:
-    manifest = _manifest()
-    for key in ("name", "version", "slug", "description", "arch"):
-        assert manifest.get(key), key
-    assert manifest["services"] == ["mqtt:need"]
-    assert "8099/tcp" in manifest["ports"]  # type: ignore[operator]
 
 
 def test_every_manifest_option_is_a_server_option() -> None:
@@ -57,19 +48,6 @@ def test_manifest_defaults_are_a_valid_server_configuration(tmp_path: Path) -> N
     assert config.auth.issuer == "https://tenant.eu.auth0.com/"
 
 
-def test_no_other_addon_manifest_in_the_tree() -> None:
-    """The Supervisor takes every config.yaml/config.json in the repository for an add-on."""
-    tracked = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    manifests = [p for p in tracked if Path(p).name in {"config.yaml", "config.json", "config.yml"}]
-    assert manifests == ["config.yaml"]
-
-
 def _setuptools() -> dict[str, Any]:
     table: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     return table
@@ -93,3 +71,19 @@ def test_pyproject_lists_every_package_of_the_tree() -> None:
         for init in (ROOT / "addon" / "thermo_bridge_server").rglob("__init__.py")
     }
     assert listed == found
+
+
+def test_the_add_on_image_gets_no_developer_tools() -> None:
+    """The simulator and the device-config factories (devtools/) are for development only."""
+    lines = (line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines())
+    ignore = [line for line in lines if line and not line.startswith("#")]
+    assert ignore[0] == "*"  # the build context is only what is admitted by name
+    admitted = [line.removeprefix("!") for line in ignore if line.startswith("!")]
+    assert admitted
+    assert not any(path.startswith("devtools") for path in admitted)
+    assert "devtools" not in (ROOT / "Dockerfile").read_text()
+    assert not list((ROOT / "addon").rglob("simulator.py"))
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "thermo-bridge-sim" not in scripts
+    devtools = tomllib.loads((ROOT / "devtools" / "pyproject.toml").read_text())["project"]
+    assert devtools["scripts"]["thermo-bridge-sim"] == "thermo_bridge_sim.simulator:main"

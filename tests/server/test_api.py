@@ -21,7 +21,8 @@ import pytest_asyncio
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.server.api_stack import ADMIN, RW, ServerStack, wait_for
+from tests.server.api_stack import ADMIN, RW, ServerStack
+from tests.waiting import wait_for
 from thermo_bridge_server.app import server_version
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -235,7 +236,7 @@ async def test_command_end_to_end_publish_ack_status(stack: ServerStack) -> None
     assert resp.headers["Location"] == f"/api/v1/commands/{command['id']}"
 
     # The simulated device received exactly this command on <base>/<id>/set.
-    await wait_for(lambda: _async(any(c.command_id == command["id"] for _, c in stack.sim.commands)), what="the device")
+    await wait_for(lambda: any(c.command_id == command["id"] for _, c in stack.sim.commands), what="the device")
     received = next((d, c) for d, c in stack.sim.commands if c.command_id == command["id"])
     assert received[0] == T1
     assert received[1].values == {"target_temperature": 23.5}
@@ -254,10 +255,6 @@ async def test_command_end_to_end_publish_ack_status(stack: ServerStack) -> None
         return bool(state.json()["values"].get("target_temperature") == 23.5)
 
     await wait_for(applied, what="the new setpoint in the state")
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 @pytest.mark.parametrize(
@@ -630,7 +627,11 @@ async def test_metrics_exposition(stack: ServerStack, admin: str) -> None:
     assert {("status", s) for s in ("sent", "acked", "failed", "timed_out")} <= {
         labels[0] for (name, labels) in samples if name == "thermo_bridge_commands_total"
     }
+    assert samples[("thermo_bridge_command_reports_total", (("result", "lost"),))] == 0
     assert any(name.startswith("thermo_bridge_store_") for name, _ in samples), "store figures are exported"
+    assert samples[("thermo_bridge_asyncio_tasks", ())] >= 3  # at least the MQTT runner, the tailer, this handler
+    assert samples[("thermo_bridge_process_resident_memory_bytes", ())] > 10 * 2**20
+    assert samples[("thermo_bridge_process_open_fds", ())] >= 5
 
 
 async def test_metrics_export_store_failures_and_held_acks(stack: ServerStack) -> None:
@@ -735,4 +736,4 @@ async def test_health_reports_broker_outage_and_recovery(small_stack: ServerStac
     async def healthy() -> bool:
         return (await small_stack.api.call("GET", "/health")).status == 200
 
-    await wait_for(healthy, within=40, what="the transport to reconnect")
+    await wait_for(healthy, timeout=40, what="the transport to reconnect")

@@ -20,13 +20,14 @@ from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from tests.broker import Mosquitto, free_port
-from tests.server.api_stack import ADMIN, RW, ServerStack, make_config, wait_for
+from tests.server.api_stack import ADMIN, RW, ServerStack, make_config
 from tests.server.jwks import JwksServer
+from tests.waiting import wait_for
 from thermo_bridge_server.app import COMPONENTS, create_app, server_version
 from thermo_bridge_server.config import OPTIONS
 from thermo_bridge_server.discovery import SERVICE_TYPE, Advertiser
-from thermo_bridge_server.simulator import Simulator
 from thermo_bridge_server.store import create_store
+from thermo_bridge_sim.simulator import Simulator
 
 
 def server_env(broker: Mosquitto, tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
@@ -115,7 +116,7 @@ async def test_server_process_dev_auth_command_and_graceful_sigterm(
                 return False
             return status == 200
 
-        await wait_for(healthy, within=30, what="the server process to be healthy")
+        await wait_for(healthy, timeout=30, what="the server process to be healthy")
         assert "DEV AUTH IS ENABLED" in log.read_text()
         # Bound to loopback, the server advertises itself there with its real port.
         found = await browse_for_port(port)
@@ -195,15 +196,18 @@ async def browse_for_port(port: int) -> dict[str, str | None]:
             names.add(name)
 
     browser = AsyncServiceBrowser(zc.zeroconf, [SERVICE_TYPE], handlers=[on_change])
+
+    async def ours() -> dict[str, str | None] | None:
+        for name in list(names):
+            info = AsyncServiceInfo(SERVICE_TYPE, name)
+            if await info.async_request(zc.zeroconf, 1000) and info.port == port:
+                return dict(info.decoded_properties)
+        return None
+
     try:
-        deadline = asyncio.get_running_loop().time() + 15
-        while asyncio.get_running_loop().time() < deadline:
-            for name in list(names):
-                info = AsyncServiceInfo(SERVICE_TYPE, name)
-                if await info.async_request(zc.zeroconf, 1000) and info.port == port:
-                    return dict(info.decoded_properties)
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"no zeroconf instance on port {port} (saw {sorted(names)})")
+        return await wait_for(
+            ours, timeout=15, interval=0.1, what=lambda: f"a zeroconf instance on port {port} (saw {sorted(names)})"
+        )
     finally:
         await browser.async_cancel()
         await zc.async_close()
@@ -288,7 +292,7 @@ async def test_serves_while_the_broker_is_down_and_recovers(tmp_path: Path) -> N
             async def healthy() -> bool:
                 return (await _get(session, f"http://127.0.0.1:{port}/health"))[0] == 200
 
-            await wait_for(healthy, within=40, what="the transport to connect once the broker is up")
+            await wait_for(healthy, timeout=40, what="the transport to connect once the broker is up")
             assert app[COMPONENTS].transport.connected
     finally:
         await runner.cleanup()
@@ -316,27 +320,19 @@ async def test_zeroconf_advertisement_on_loopback() -> None:
     browser = AsyncServiceBrowser(browser_zc.zeroconf, [SERVICE_TYPE], handlers=[on_change])
     try:
         name = advertiser.info.name
-        await wait_for(
-            lambda: _async((name, ServiceStateChange.Added) in changes), within=10, what="the browser to find us"
-        )
+        await wait_for(lambda: (name, ServiceStateChange.Added) in changes, timeout=10, what="the browser to find us")
         info = AsyncServiceInfo(SERVICE_TYPE, name)
         assert await info.async_request(browser_zc.zeroconf, 3000)
         assert info.port == 18123
         assert info.parsed_addresses() == ["127.0.0.1"]
         assert info.decoded_properties == {"version": "9.9.9", "api_path": "/api/v1", "base_topic": "tb/test"}
         await advertiser.stop()
-        await wait_for(
-            lambda: _async((name, ServiceStateChange.Removed) in changes), within=10, what="the goodbye packet"
-        )
+        await wait_for(lambda: (name, ServiceStateChange.Removed) in changes, timeout=10, what="the goodbye packet")
         await advertiser.stop()  # idempotent
     finally:
         await browser.async_cancel()
         await browser_zc.async_close()
         await advertiser.stop()
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 def test_openapi_module_prints_the_document() -> None:

@@ -119,6 +119,11 @@ INVALID: dict[str, str] = {
     "default_home": "home one",
     "zeroconf": "perhaps",
     "log_level": "verbose",
+    "ws_allow_no_origin": "sometimes",
+    "ws_max_connections_per_user": "0",
+    "ws_max_message_bytes": "100",
+    "advertise_host": "thermo.local",
+    "internal_token_path": " ",
 }
 
 
@@ -154,8 +159,8 @@ def test_several_invalid_options_are_all_reported() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(["--mqtt-port", "x", "--http-port", "99999", "--log-level", "loud"], env={})
     names = sorted(line.split(":")[0] for line in str(err.value).splitlines())
-    # Auth0 is also missing (dev_auth is off): named too.
-    assert names == ["auth0_audience", "auth0_domain", "http_port", "log_level", "mqtt_port"]
+    # Auth0 is also missing (dev_auth is off): named too, both on one line.
+    assert names == ["auth0_domain and auth0_audience", "http_port", "log_level", "mqtt_port"]
 
 
 def test_auth0_required_unless_dev_auth() -> None:
@@ -254,6 +259,48 @@ def test_load_config_or_exit_prints_and_exits_non_zero(capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "mqtt_port: expected an integer" in err
     assert "hunter2" not in err
+
+
+def test_a_fresh_add_on_without_auth0_says_so_once_and_stops_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config.yaml's defaults (empty Auth0 settings): one line, exit 0 so the watchdog does not restart it."""
+    options = tmp_path / "options.json"
+    options.write_text(json.dumps({"auth0_domain": "", "auth0_audience": "", "dev_auth": False}))
+    env = {"SUPERVISOR_TOKEN": "tok", "THERMO_BRIDGE_OPTIONS_FILE": str(options)}
+    with pytest.raises(SystemExit) as exc:
+        load_config_or_exit([], env=env)
+    assert exc.value.code == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "thermo-bridge-server: invalid configuration:"
+    assert len(lines) == 2
+    assert lines[1].strip().startswith("auth0_domain and auth0_audience: required")
+    options.write_text(json.dumps({"auth0_domain": "", "auth0_audience": "", "dev_auth": True}))
+    assert load_config_or_exit([], env=env).dev_auth
+
+
+def test_advertise_host_is_an_address_others_can_reach() -> None:
+    assert load_config(["--dev-auth", "--advertise-host", "192.168.1.20"], env={}).advertise_host == "192.168.1.20"
+    assert load_config(["--dev-auth"], env={}).advertise_host is None
+    with pytest.raises(ConfigError, match="advertise_host: must be an address others can reach"):
+        load_config(["--dev-auth", "--advertise-host", "0.0.0.0"], env={})  # noqa: S104 - refused
+
+
+def test_internal_token_path_defaults(tmp_path: Path) -> None:
+    """Beside the SQLite database (the server's data), in the working directory for PostgreSQL."""
+    assert load_config(["--dev-auth"], env={}).internal_token_path == "thermo_bridge_internal_token"
+    beside = load_config(["--dev-auth", "--store-url", "sqlite:////var/lib/tb/db.sqlite?synchronous=full"], env={})
+    assert beside.internal_token_path == "/var/lib/tb/thermo_bridge_internal_token"
+    relative = load_config(["--dev-auth", "--store-url", "sqlite:data/tb.db"], env={})
+    assert relative.internal_token_path == "data/thermo_bridge_internal_token"
+    postgres = load_config(["--dev-auth", "--store-url", "postgresql://u@db/tb"], env={})
+    assert postgres.internal_token_path == "thermo_bridge_internal_token"
+    chosen = load_config(["--dev-auth", "--internal-token-path", str(tmp_path / "t")], env={})
+    assert chosen.internal_token_path == str(tmp_path / "t")
+    options = tmp_path / "options.json"
+    options.write_text(json.dumps({"dev_auth": True}))
+    supervised = load_config([], env={"SUPERVISOR_TOKEN": "tok", "THERMO_BRIDGE_OPTIONS_FILE": str(options)})
+    assert supervised.internal_token_path == "/data/internal_token"
 
 
 # --------------------------------------------------------------------------- the Supervisor

@@ -8,9 +8,11 @@ stored report, so "nothing lost, nothing stored twice" is: the stored seqs are e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,20 +29,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import Mosquitto
 from tests.server.conftest import pg_base_dsn, with_search_path
-from tests.server.mqtt_helpers import wait_for
-from thermo_bridge_protocol import (
-    DeviceConfig,
-    ProtocolError,
-    device_topic,
-    encode_config,
-)
+from tests.simulators import StartSim, simulators
+from tests.waiting import wait_for
+from thermo_bridge_protocol import ProtocolError, device_topic
 from thermo_bridge_protocol.models import MessageKind
 from thermo_bridge_server.config import MqttSettings
 from thermo_bridge_server.ingest import Ingest, RateLimitedLog, canonical_config
 from thermo_bridge_server.mqtt import MqttNotConnectedError, MqttTransport
-from thermo_bridge_server.simulator import Simulator, thermostat_config
 from thermo_bridge_server.store import Store, create_store
 from thermo_bridge_server.store.base import CommandStatus, EventType
+from thermo_bridge_sim.devices import encode, simulated_thermostat
+from thermo_bridge_sim.simulator import Simulator
 
 BASE = "thermo_bridge"
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,20 +119,10 @@ async def publisher(mosquitto: Mosquitto) -> AsyncIterator[MqttTransport]:
     await transport.disconnect()
 
 
-@pytest.fixture
-async def simulators(mosquitto: Mosquitto) -> AsyncIterator[Callable[..., Awaitable[Simulator]]]:
-    made: list[Simulator] = []
-
-    async def start(**kw: Any) -> Simulator:
-        kw.setdefault("seed", 7)
-        sim = Simulator(mosquitto.host, mosquitto.port, base_topic=BASE, **kw)
-        made.append(sim)
-        await asyncio.to_thread(sim.start)
-        return sim
-
-    yield start
-    for sim in made:
-        await asyncio.to_thread(sim.stop)
+@pytest.fixture(name="simulators")
+async def simulators_fixture(mosquitto: Mosquitto) -> AsyncIterator[StartSim]:
+    async with simulators(mosquitto, base_topic=BASE, seed=7) as start:
+        yield start
 
 
 async def stored_seqs(store: Store) -> dict[str, list[int]]:
@@ -150,16 +139,45 @@ async def stored_seqs(store: Store) -> dict[str, list[int]]:
 
 async def wait_all_stored(store: Store, sim: Simulator, seconds: float = 20.0) -> dict[str, list[int]]:
     """Wait until every report each device published is stored; return the stored seqs."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
+    published = {device_id: device.seq for device_id, device in sim.devices.items()}
+    return await _wait_stored(store, published, seconds)
+
+
+async def seqs_once_stored(store: Store, devices: list[PahoDevice], seconds: float = 30.0) -> dict[str, list[int]]:
+    """The stored seqs once every report of ``devices`` is stored, or at the deadline (the caller asserts on them)."""
+    published = {device.device_id: device.seq for device in devices}
+    with contextlib.suppress(AssertionError):
+        return await _wait_stored(store, published, seconds)
+    return await stored_seqs(store)
+
+
+async def _wait_stored(store: Store, published: dict[str, int], seconds: float) -> dict[str, list[int]]:
+    """Poll until ``published[device]`` distinct reports of each device are stored; return the stored seqs."""
+    seqs: dict[str, list[int]] = {}
+
+    async def complete() -> bool:
+        nonlocal seqs
         seqs = await stored_seqs(store)
-        if all(len(set(seqs.get(d, []))) >= dev.seq for d, dev in sim.devices.items()):
-            return seqs
-        if loop.time() > deadline:
-            missing = {d: dev.seq - len(set(seqs.get(d, []))) for d, dev in sim.devices.items()}
-            raise AssertionError(f"reports missing per device: {missing}")
-        await asyncio.sleep(0.05)
+        return all(len(set(seqs.get(d, []))) >= count for d, count in published.items())
+
+    def missing() -> str:
+        counts = {d: n - len(set(seqs.get(d, []))) for d, n in published.items()}
+        return f"every report stored; missing per device: {counts}"
+
+    await wait_for(complete, timeout=seconds, interval=0.05, what=missing)
+    return seqs
+
+
+async def read_until(read: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], seconds: float = 10.0) -> Any:
+    """What ``read`` returns once ``ok`` accepts it (polled with ``wait_for``)."""
+    last: list[Any] = []
+
+    async def accepted() -> bool:
+        last[:] = [await read()]
+        return ok(last[0])
+
+    await wait_for(accepted, timeout=seconds, what=lambda: f"a value other than {last[0]!r}" if last else "a value")
+    return last[0]
 
 
 def assert_exactly_once(seqs: dict[str, list[int]], sim: Simulator) -> None:
@@ -195,45 +213,27 @@ async def test_ingests_simulator_traffic(store: Store, servers: Any, simulators:
     await asyncio.to_thread(sim.emit_event, thermostat, "button_press", {"button": 1, "press": "double"})
 
     async def events() -> list[Any]:
-        return [e for e in await store.events_since(0, limit=10_000) if e.type is EventType.EVENT]
+        return [e for e in await store.events_since(0, limit=10_000) if e.type is EventType.DEVICE_EVENT]
 
     await wait_for(lambda: server.ingest.messages_in > 0 and server.transport.held_acks == 0)
-    for _ in range(200):
-        if found := await events():
-            break
-        await asyncio.sleep(0.02)
+    found = await wait_for(events, what="the device event in the log")
     assert found[0].device_id == thermostat
     assert found[0].data["event"] == "button_press"
     assert found[0].data["data"] == {"button": 1, "press": "double"}
 
     await asyncio.to_thread(sim.stop)  # retained "offline"
-    for _ in range(200):
-        if (device := await store.get_device(thermostat)) is not None and device.online is False:
-            break
-        await asyncio.sleep(0.02)
+    device = await read_until(lambda: store.get_device(thermostat), lambda d: d is not None and d.online is False)
     assert device is not None
     assert device.online is False
 
 
 async def test_removed_device_is_forgotten(store: Store, servers: Any, publisher: MqttTransport) -> None:
     await servers()
-    config = thermostat_config("gone_1", 1)
     topic = device_topic(BASE, "gone_1", MessageKind.CONFIG)
-    await publisher.publish(topic, encode_config(config), 1, True)
-    await _until(lambda: store.get_device("gone_1"), lambda d: d is not None)
+    await publisher.publish(topic, encode(simulated_thermostat("gone_1", 1)), 1, True)
+    await read_until(lambda: store.get_device("gone_1"), lambda d: d is not None)
     await publisher.publish(topic, b"", 1, True)
-    await _until(lambda: store.get_device("gone_1"), lambda d: d is None)
-
-
-async def _until(read: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = await read()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {value!r} after {seconds} s")
-        await asyncio.sleep(0.02)
+    await read_until(lambda: store.get_device("gone_1"), lambda d: d is None)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -357,11 +357,13 @@ async def test_command_is_validated_stored_published_and_acked(store: Store, ser
     record = await server.ingest.send_command(thermostat, {"target_temperature": 22.5, "preset": "boost"}, "auth0|u1")
     assert record.status is CommandStatus.PENDING
     assert record.sub == "auth0|u1"
-    acked = await _until(lambda: store.get_command(record.command_id), lambda c: c.status is not CommandStatus.PENDING)
+    acked = await read_until(
+        lambda: store.get_command(record.command_id), lambda c: c.status is not CommandStatus.PENDING
+    )
     assert acked.status is CommandStatus.ACKED
     assert [(d, c.command_id) for d, c in sim.commands] == [(thermostat, record.command_id)]
     assert sim.commands[0][1].values == {"target_temperature": 22.5, "preset": "boost"}
-    await _until(lambda: store.get_state(thermostat), lambda s: s.values.get("target_temperature") == 22.5)
+    await read_until(lambda: store.get_state(thermostat), lambda s: s.values.get("target_temperature") == 22.5)
     assert (server.ingest.commands_sent, server.ingest.commands_acked) == (1, 1)
 
     with pytest.raises(ProtocolError) as err:
@@ -378,12 +380,11 @@ async def test_command_is_validated_stored_published_and_acked(store: Store, ser
     assert len(sim.commands) == 1
 
 
-async def _manual_thermostat(store: Store, publisher: MqttTransport, device_id: str) -> DeviceConfig:
+async def _manual_thermostat(store: Store, publisher: MqttTransport, device_id: str) -> None:
     """A thermostat we play by hand (it only answers what the test publishes)."""
-    config = thermostat_config(device_id, 1)
-    await publisher.publish(device_topic(BASE, device_id, MessageKind.CONFIG), encode_config(config), 1, True)
-    await _until(lambda: store.get_device(device_id), lambda d: d is not None)
-    return config
+    config = encode(simulated_thermostat(device_id, 1))
+    await publisher.publish(device_topic(BASE, device_id, MessageKind.CONFIG), config, 1, True)
+    await read_until(lambda: store.get_device(device_id), lambda d: d is not None)
 
 
 async def test_command_failed_by_device_and_timed_out(store: Store, servers: Any, publisher: MqttTransport) -> None:
@@ -395,7 +396,7 @@ async def test_command_failed_by_device_and_timed_out(store: Store, servers: Any
     refused = await server.ingest.send_command("manual_1", {"hvac_mode": "heat"}, "auth0|u1")
     ack = {"id": refused.command_id, "status": "error", "reason": "valve stuck"}
     await publisher.publish(ack_topic, json.dumps(ack).encode(), 1, False)
-    failed = await _until(
+    failed = await read_until(
         lambda: store.get_command(refused.command_id), lambda c: c.status is not CommandStatus.PENDING
     )
     assert failed.status is CommandStatus.FAILED
@@ -406,7 +407,7 @@ async def test_command_failed_by_device_and_timed_out(store: Store, servers: Any
     # Another device acking this command is ignored.
     other = {"id": silent.command_id, "status": "ok"}
     await publisher.publish(device_topic(BASE, "manual_2", MessageKind.ACK), json.dumps(other).encode(), 1, False)
-    timed_out = await _until(
+    timed_out = await read_until(
         lambda: store.get_command(silent.command_id), lambda c: c.status is not CommandStatus.PENDING
     )
     assert timed_out.status is CommandStatus.TIMED_OUT
@@ -448,7 +449,7 @@ class PahoDevice:
         self.client.on_publish = self._on_publish
         self.client.connect(broker.host, broker.port, keepalive=10)
         self.client.loop_start()
-        config = encode_config(thermostat_config(device_id, index))
+        config = encode(simulated_thermostat(device_id, index))
         self.client.publish(device_topic(BASE, device_id, MessageKind.CONFIG), config, qos=1, retain=True)
         self.lock = threading.Lock()
 
@@ -500,15 +501,9 @@ async def test_broker_restart_while_devices_publish_loses_nothing(
 
     try:
         await asyncio.gather(asyncio.to_thread(publish_load), asyncio.to_thread(restart_broker))
-        await wait_for(lambda: all(d.acked >= d.seq + 1 for d in devices), seconds=30, what="the broker's PUBACKs")
+        await wait_for(lambda: all(d.acked >= d.seq + 1 for d in devices), timeout=30, what="the broker's PUBACKs")
         await wait_for(lambda: server.transport.stats.connects >= 2, what="the server's reconnection")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while True:
-            seqs = await stored_seqs(store)
-            if all(len(seqs.get(d.device_id, [])) >= d.seq for d in devices) or loop.time() > deadline:
-                break
-            await asyncio.sleep(0.05)
+        seqs = await seqs_once_stored(store, devices)
     finally:
         running.clear()
         for device in devices:
@@ -574,7 +569,7 @@ async def test_shared_group_worker_learns_retained_availability(store: Store, se
         def read(device_id: str = device_id) -> Awaitable[Any]:
             return store.get_device(device_id)
 
-        device = await _until(read, lambda d: d is not None and d.online is True)
+        device = await read_until(read, lambda d: d is not None and d.online is True)
         assert device.online is True
     assert set(worker.ingest.router.devices) == set(sim.devices)
 
@@ -630,7 +625,7 @@ async def test_store_failure_leaves_the_message_unacknowledged_until_it_is_store
     await store.open()
     try:
         again = await Server(mosquitto, store, "store-failure").start()
-        state = await _until(lambda: store.get_state("fragile_1"), lambda s: s is not None and s.seq == 7)
+        state = await read_until(lambda: store.get_state("fragile_1"), lambda s: s is not None and s.seq == 7)
         assert state.values["temperature"] == 23.0
         await again.stop()
     finally:
@@ -644,7 +639,7 @@ async def test_ingest_can_be_stopped_and_started_again(store: Store, servers: An
     await server.ingest.start()  # same transport: subscriptions are not doubled
     topic = device_topic(BASE, "again_1", MessageKind.STATE)
     await publisher.publish(topic, json.dumps({"temperature": 20.5, "seq": 1}).encode(), 1, False)
-    await _until(lambda: store.get_state("again_1"), lambda s: s is not None and s.seq == 1)
+    await read_until(lambda: store.get_state("again_1"), lambda s: s is not None and s.seq == 1)
     await wait_for(lambda: server.transport.held_acks == 0)
     assert server.ingest.duplicates == 0
     assert len(await stored_seqs(store)) == 1
@@ -695,15 +690,9 @@ async def test_kill_9_during_ingest_loses_nothing(mosquitto: Mosquitto, tmp_path
         await asyncio.sleep(1.0)
         running.clear()
         await load
-        await wait_for(lambda: all(d.acked >= d.seq + 1 for d in devices), seconds=30, what="the broker's PUBACKs")
+        await wait_for(lambda: all(d.acked >= d.seq + 1 for d in devices), timeout=30, what="the broker's PUBACKs")
         await store.open()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while True:
-            seqs = await stored_seqs(store)
-            if all(len(seqs.get(d.device_id, [])) >= d.seq for d in devices) or loop.time() > deadline:
-                break
-            await asyncio.sleep(0.05)
+        seqs = await seqs_once_stored(store, devices)
     finally:
         running.clear()
         worker.terminate()
@@ -718,3 +707,57 @@ async def test_kill_9_during_ingest_loses_nothing(mosquitto: Mosquitto, tmp_path
     for device in devices:
         got = seqs.get(device.device_id, [])
         assert sorted(got) == list(range(1, device.seq + 1)), f"{device.device_id}: {len(got)} of {device.seq}"
+
+
+async def test_command_while_the_store_cannot_commit_is_refused_in_bounded_time(
+    mosquitto: Mosquitto, publisher: MqttTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that holds every write (here: another connection's exclusive lock) makes a clear error, not a hang.
+
+    SQLite only: the lock is a second SQLite connection (PostgreSQL outages: tests/server/test_fault_postgres.py).
+    """
+    from thermo_bridge_server import ingest as ingest_module  # noqa: PLC0415
+
+    path = tmp_path / "locked.db"
+    store = create_store(f"sqlite:///{path}", retention_days=30, dead_letter_limit=50)
+    await store.open()
+    server = await Server(mosquitto, store, "locked", command_timeout=0.5).start()
+    try:
+        await _manual_thermostat(store, publisher, "manual_1")
+        monkeypatch.setattr(ingest_module, "STORE_WAIT_SECONDS", 0.5)
+        await _command_while_locked(server, store, path)
+    finally:
+        await server.stop()
+        await store.close()
+
+
+async def _command_while_locked(server: Any, store: Store, path: Path) -> None:
+    from thermo_bridge_server.errors import StoreUnavailableError, command_error  # noqa: PLC0415
+
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=5)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailableError) as err:
+            await server.ingest.send_command("manual_1", {"hvac_mode": "heat"}, "auth0|u1")
+        api_error = command_error(err.value, "manual_1")
+        assert api_error is not None
+        assert (api_error.status, api_error.code) == (503, "store_unavailable")
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    # The write commits once the lock is gone; nothing was published, so the sweep times it out.
+    timed_out = await wait_for(
+        lambda: _only_command(store), timeout=15, what="the command, committed late and timed out"
+    )
+    assert timed_out.status is CommandStatus.TIMED_OUT
+    assert server.ingest.commands_sent == 0
+
+
+async def _only_command(store: Store) -> Any:
+    pending = await store.pending_commands(older_than=time.time() + 3600)
+    if pending:
+        return None
+    events = [e for e in await store.events_since(0) if e.type is EventType.COMMAND]
+    if not events or events[-1].data["status"] == "pending":
+        return None
+    return await store.get_command(events[-1].data["id"])

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.server.api_stack import ADMIN, RW, Response, ServerStack, wait_for
+from tests.server.api_stack import ADMIN, RW, Response, ServerStack
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -94,14 +95,10 @@ async def test_foreign_devices_are_403_on_every_device_endpoint(stack: ServerSta
                 else:
                     assert_no_leak(resp, device, stack)
     # Only the owners' own commands reached devices: alice → T1, bob → T2 (the sensor refuses with 422).
-    await wait_for(lambda: _true(len(stack.sim.commands) >= before + 2), what="the owners' commands")
+    await wait_for(lambda: len(stack.sim.commands) >= before + 2, what="the owners' commands")
     await asyncio.sleep(0.1)
     sent = [device for device, _ in stack.sim.commands[before:]]
     assert sorted(sent) == [T1, T2]
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_unknown_device_is_404_for_everyone(stack: ServerStack) -> None:
@@ -177,7 +174,7 @@ async def test_non_admins_cannot_grant_themselves_homes(stack: ServerStack) -> N
     )
     assert resp.status == 403
     listed = await stack.api.call("GET", "/api/v1/devices", token=dave)
-    assert listed.json() == {"devices": []}
+    assert listed.json() == {"devices": [], "next": None}
     admin = stack.api.token("auth0|admin", ADMIN)
     grants = await stack.api.call("GET", "/api/v1/admin/grants/auth0|dave", token=admin)
     assert json.loads(grants.body)["homes"] == []

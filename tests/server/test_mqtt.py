@@ -13,7 +13,8 @@ from paho.mqtt import client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import Mosquitto, free_port
-from tests.server.mqtt_helpers import make_pki, wait_for
+from tests.pki import make_pki
+from tests.waiting import wait_for
 from thermo_bridge_server.config import MqttSettings
 from thermo_bridge_server.mqtt.transport import (
     _NO_PROPERTIES,

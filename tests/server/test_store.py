@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import wait_for
 from thermo_bridge_protocol import DeviceConfig, DeviceEvent, StateUpdate, parse_config
 from thermo_bridge_server.store import StoreClosedError, StoreUrlError, create_store
 from thermo_bridge_server.store import postgres as postgres_module
@@ -28,25 +29,19 @@ from thermo_bridge_server.store.base import (
 from thermo_bridge_server.store.retention import DAY, run_retention
 from thermo_bridge_server.store.rows import MAX_FUTURE_SKEW
 from thermo_bridge_server.store.sqlite import SQLiteStore, split_statements
+from thermo_bridge_sim import devices
 
 T0 = 1_750_000_000.0
 
-SENSOR = {
-    "schema": 1,
-    "id": "sensor_1",
-    "kind": "sensor",
-    "name": "Living room",
-    "measurements": {"temperature": {"unit": "°C"}, "humidity": {"unit": "%"}, "window_open": {}},
-    "events": ["button_press"],
-}
-THERMOSTAT = {
-    "schema": 1,
-    "id": "thermo_1",
-    "kind": "thermostat",
-    "name": "Hall",
-    "measurements": {"temperature": {"unit": "°C"}},
-    "thermostat": {"hvac_modes": ["off", "heat"], "setpoint": "single"},
-}
+SENSOR = devices.sensor(
+    "sensor_1",
+    name="Living room",
+    measurements=devices.measurements("temperature", "humidity", "window_open"),
+    events=["button_press"],
+)
+THERMOSTAT = devices.thermostat(
+    "thermo_1", name="Hall", measurements=devices.measurements("temperature"), setpoint="single"
+)
 
 
 def config(data: dict[str, Any], **changes: Any) -> DeviceConfig:
@@ -86,6 +81,10 @@ async def store(open_store: StoreFactory) -> Store:
     return await open_store()
 
 
+def backend_of(store_url: str) -> str:
+    return "sqlite" if store_url.startswith("sqlite") else "postgres"
+
+
 async def raw_fetch(store_url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     """Read with an independent connection: sees only what was committed."""
     if store_url.startswith("sqlite"):
@@ -116,7 +115,7 @@ async def test_migrations_applied_once_and_reopen_is_noop(store_url: str, open_s
     await first.apply_config(config(SENSOR), T0)
     await first.close()
     versions = await raw_fetch(store_url, "SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(1,)]
+    assert versions == [(version,) for version, _, _ in store_rows.migrations(backend_of(store_url))]
     again = await open_store()
     assert await raw_fetch(store_url, "SELECT version FROM schema_version ORDER BY version") == versions
     assert [d.device_id for d in await again.list_devices()] == ["sensor_1"]  # data survived the reopen
@@ -125,7 +124,10 @@ async def test_migrations_applied_once_and_reopen_is_noop(store_url: str, open_s
 async def test_concurrent_opens_apply_migrations_once(store_url: str, open_store: StoreFactory) -> None:
     stores = await asyncio.gather(*(open_store() for _ in range(3)))
     assert len(stores) == 3
-    assert await raw_fetch(store_url, "SELECT count(*) FROM schema_version") == [(1,)]
+    shipped = len(store_rows.migrations(backend_of(store_url)))
+    assert await raw_fetch(store_url, "SELECT count(*) FROM schema_version") == [(shipped,)]
+    epochs = {store.epoch for store in stores}
+    assert len(epochs) == 1  # the epoch is created once, with the schema
 
 
 async def test_new_migration_applied_once_on_reopen(
@@ -138,12 +140,13 @@ async def test_new_migration_applied_once_on_reopen(
     backend = "sqlite" if store_url.startswith("sqlite") else "postgres"
     module = sqlite_module if backend == "sqlite" else postgres_module
     shipped = store_rows.migrations(backend)
-    upgrade = [*shipped, (2, "notes", "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);")]
+    new = len(shipped) + 1
+    upgrade = [*shipped, (new, "notes", "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);")]
     monkeypatch.setattr(module, "migrations", lambda _backend: upgrade)
     await open_store()
     await open_store()
     rows = await raw_fetch(store_url, "SELECT version, name FROM schema_version ORDER BY version")
-    assert rows == [(1, "initial"), (2, "notes")]
+    assert rows == [(version, name) for version, name, _ in shipped] + [(new, "notes")]
     assert await raw_fetch(store_url, "SELECT count(*) FROM notes") == [(0,)]
     assert await raw_fetch(store_url, "SELECT count(*) FROM devices") == [(1,)]
 
@@ -154,11 +157,12 @@ async def test_failing_migration_changes_nothing(
     await (await open_store()).close()
     backend = "sqlite" if store_url.startswith("sqlite") else "postgres"
     module = sqlite_module if backend == "sqlite" else postgres_module
-    broken = (2, "broken", "CREATE TABLE half (id INTEGER);\nTHIS IS NOT SQL;")
-    monkeypatch.setattr(module, "migrations", lambda _backend: [*store_rows.migrations(backend), broken])
+    shipped = store_rows.migrations(backend)
+    broken = (len(shipped) + 1, "broken", "CREATE TABLE half (id INTEGER);\nTHIS IS NOT SQL;")
+    monkeypatch.setattr(module, "migrations", lambda _backend: [*shipped, broken])
     with pytest.raises(Exception):  # noqa: B017, PT011 - the backend's own syntax error
         await open_store()
-    assert await raw_fetch(store_url, "SELECT max(version) FROM schema_version") == [(1,)]
+    assert await raw_fetch(store_url, "SELECT max(version) FROM schema_version") == [(len(shipped),)]
     tables = (
         "SELECT name FROM sqlite_master WHERE name = 'half'"
         if backend == "sqlite"
@@ -202,7 +206,7 @@ async def test_config_new_changed_unchanged(store: Store) -> None:
     assert (changed.first_seen, changed.updated_at) == (T0, T0 + 20)
 
     events = await store.events_since(0)
-    assert [e.type for e in events] == [EventType.DEVICE, EventType.DEVICE]
+    assert [e.type for e in events] == [EventType.DEVICE_ADDED, EventType.DEVICE_UPDATED]
     assert events[1].data["name"] == "Kitchen"
     assert events[1].home == "default"
     assert await store.get_device("nope") is None
@@ -251,7 +255,7 @@ async def test_availability_logged_only_on_change_and_before_config(store: Store
     events = [(e.type, e.data) for e in await store.events_since(0)]
     assert events == [
         (EventType.AVAILABILITY, {"online": True}),
-        (EventType.DEVICE, config(SENSOR).as_dict()),
+        (EventType.DEVICE_ADDED, config(SENSOR).as_dict()),
         (EventType.AVAILABILITY, {"online": False}),
     ]
 
@@ -267,7 +271,7 @@ async def test_remove_device_keeps_history(store: Store) -> None:
     assert await store.get_state("sensor_1") is None
     assert [p.value for p in await store.history("sensor_1", T0, T0 + 10)] == [20.5]
     last = (await store.events_since(0))[-1]
-    assert (last.type, last.device_id, last.home) == (EventType.REMOVED, "sensor_1", "cabin")
+    assert (last.type, last.device_id, last.home) == (EventType.DEVICE_REMOVED, "sensor_1", "cabin")
     # Rediscovered: a new device again, in the default home.
     await store.apply_config(config(SENSOR), T0 + 4)
     device = await store.get_device("sensor_1")
@@ -525,7 +529,7 @@ async def test_event_log_offsets_and_homes(store: Store) -> None:
     assert offsets == sorted(offsets)
     assert len(set(offsets)) == len(offsets)
     assert await store.latest_offset() == offsets[-1]
-    assert events[-1].type is EventType.EVENT
+    assert events[-1].type is EventType.DEVICE_EVENT
     assert events[-1].data == {"event": "button_press", "data": {"count": 2}, "ts": T0}
     # Resuming from the middle gives exactly the rest, in order.
     assert await store.events_since(offsets[10], limit=5) == events[11:16]
@@ -534,9 +538,12 @@ async def test_event_log_offsets_and_homes(store: Store) -> None:
     assert {e.device_id for e in cabin} == {"thermo_1"}
     assert all(e.home == "cabin" for e in cabin)
     assert await store.events_since(0, homes=[]) == []
-    # The home is recorded when the event is written: moving the device later changes nothing.
+    # The home is recorded when the event is written: moving the device later changes none of
+    # them; the move itself is one more event for the old home (the device left it).
     assert await store.set_device_home("thermo_1", "default")
-    assert await store.events_since(0, homes=["cabin"]) == cabin
+    after = await store.events_since(0, homes=["cabin"])
+    assert after[: len(cabin)] == cabin
+    assert [(e.type, e.device_id) for e in after[len(cabin) :]] == [(EventType.DEVICE_REMOVED, "thermo_1")]
 
 
 async def test_latest_offset_empty(store: Store) -> None:
@@ -622,10 +629,15 @@ async def test_purge_before(store_url: str, store: Store) -> None:
     await store.create_command(waiting)
     await store.update_command("c-old", CommandStatus.ACKED, None, T0 + 2)
 
+    newest = await store.latest_offset()
     deleted = await store.purge_before(T0 + 50)
-    assert deleted >= 5  # history 1, events (config, state, 2 creates, 1 ack), dedupe key, 1 command
+    assert deleted >= 5  # history 1, events (config, state, 2 creates), dedupe key, 1 command
     assert [p.value for p in await store.history("sensor_1", 0, T0 + 1000)] == [11.0]
-    assert all(e.ts >= T0 + 50 for e in await store.events_since(0))
+    kept = await store.events_since(0)
+    # Everything older goes but the newest entry (the ack at T0 + 2): the log keeps its position.
+    assert [e.offset for e in kept if e.ts < T0 + 50] == [newest]
+    assert await store.latest_offset() == newest
+    assert await store.earliest_offset() == kept[0].offset
     assert await store.get_command("c-old") is None
     assert await store.get_command("c-wait") is not None  # pending commands are never purged
     state = await store.get_state("sensor_1")
@@ -641,10 +653,11 @@ async def test_retention_task_purges_in_the_background(store: Store) -> None:
     await store.apply_state("sensor_1", StateUpdate({"temperature": 11.0}), T0 + 3 * DAY)
     task = asyncio.create_task(run_retention(store, 2, 0.01, now=lambda: T0 + 3 * DAY + 1))
     try:
-        for _ in range(200):
-            if len(await store.history("sensor_1", 0, T0 + 4 * DAY)) == 1:
-                break
-            await asyncio.sleep(0.01)
+
+        async def purged() -> bool:
+            return len(await store.history("sensor_1", 0, T0 + 4 * DAY)) == 1
+
+        await wait_for(purged, what="the background purge")
         assert [p.value for p in await store.history("sensor_1", 0, T0 + 4 * DAY)] == [11.0]
     finally:
         task.cancel()

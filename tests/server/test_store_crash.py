@@ -12,7 +12,7 @@ state is the newest stored update.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import os
 import signal
 import sqlite3
@@ -25,20 +25,16 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import wait_for
 from thermo_bridge_protocol import DeviceEvent, StateUpdate, parse_config
 from thermo_bridge_server.store import create_store
 from thermo_bridge_server.store.base import EventType
+from thermo_bridge_sim import devices
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_750_000_000.0
 DEVICE = "crash_1"
-CONFIG = {
-    "schema": 1,
-    "id": DEVICE,
-    "kind": "sensor",
-    "name": "Crash",
-    "measurements": {"temperature": {"unit": "°C"}, "humidity": {"unit": "%"}},
-}
+CONFIG = devices.sensor(DEVICE, name="Crash", measurements=devices.measurements("temperature", "humidity"))
 WINDOW = 3000  # writes in flight at once: several batches queued behind the one committing
 MIN_ACKED = 4000  # kill only once this many writes were acknowledged
 EVENT_EVERY = 10  # a device event and a dead letter are queued after every 10th update
@@ -63,7 +59,7 @@ def _ack(acked: list[int], seq: int) -> Callable[[asyncio.Future[bool]], None]:
 async def _ingest(url: str) -> None:
     store = create_store(url, retention_days=0, dead_letter_limit=10)
     await store.open()
-    await store.apply_config(parse_config(json.dumps(CONFIG).encode()), T0)
+    await store.apply_config(parse_config(devices.encode(CONFIG)), T0)
     acked: list[int] = []
     out = sys.stdout
     out.write("READY\n")
@@ -133,7 +129,7 @@ async def check_consistent(url: str, acked: set[int], raw: list[tuple[int, int, 
     try:
         log = await store.events_since(0, limit=10_000_000)
         event_seqs = [e.data["seq"] for e in log if e.type is EventType.STATE]
-        device_events = [e.data["data"]["seq"] for e in log if e.type is EventType.EVENT]
+        device_events = [e.data["data"]["seq"] for e in log if e.type is EventType.DEVICE_EVENT]
         stored = [seq for seq, _, _ in raw]
         assert event_seqs == stored, "events and history disagree"
         assert stored == list(range(1, len(stored) + 1)), "not a prefix of what was queued: a batch was lost"
@@ -192,15 +188,17 @@ async def test_postgres_survives_kill_9(pg_dsn: str) -> None:
     acked = await asyncio.to_thread(run_and_kill, pg_dsn)
     conn = await asyncpg.connect(pg_dsn)
     try:
-        # The killed child's session goes away with its socket; nothing of it may still be running.
-        for _ in range(100):
+        # The killed child's session goes away with its socket: give the server a moment to notice
+        # before reading (what it committed is the same either way).
+        async def quiet() -> bool:
             busy = await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()"
                 " AND state <> 'idle' AND query LIKE '%state_%'"
             )
-            if not busy:
-                break
-            await asyncio.sleep(0.05)
+            return not busy
+
+        with contextlib.suppress(AssertionError):
+            await wait_for(quiet, timeout=5, interval=0.05, what="the killed child's session to end")
         raw = [tuple(row) for row in await conn.fetch(RAW_SQL.format(t0=T0).replace("INTEGER", "bigint"))]
     finally:
         await conn.close()

@@ -8,7 +8,6 @@ commits; everything else waits for that commit. These tests force the overlap (m
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,15 +20,10 @@ from thermo_bridge_server.store import postgres as postgres_module
 from thermo_bridge_server.store.base import EventType
 from thermo_bridge_server.store.postgres import PostgresStore
 from thermo_bridge_server.store.rows import BATCH_CAP
+from thermo_bridge_sim import devices
 
 T0 = 1_750_000_000.0
-SENSOR = {
-    "schema": 1,
-    "id": "sensor_1",
-    "kind": "sensor",
-    "name": "Living room",
-    "measurements": {"temperature": {"unit": "°C"}, "humidity": {"unit": "%"}},
-}
+SENSOR = devices.sensor("sensor_1", name="Living room", measurements=devices.measurements("temperature", "humidity"))
 EXTRA = 10
 """Writes queued after the first full batch: they form the overlapping second batch."""
 
@@ -39,7 +33,7 @@ async def store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
     opened = create_store(pg_dsn, retention_days=30, dead_letter_limit=100)
     assert isinstance(opened, PostgresStore)
     await opened.open()
-    await opened.apply_config(parse_config(json.dumps(SENSOR).encode()), T0)
+    await opened.apply_config(parse_config(devices.encode(SENSOR)), T0)
     yield opened
     try:
         async with asyncio.timeout(30):

@@ -57,6 +57,9 @@ _OIDC_SCOPES: Final = frozenset({"openid", "profile", "email", "address", "phone
 _MAX_JWKS_BYTES: Final = 512 * 1024
 _VERIFIED_CACHE_SIZE: Final = 1024
 _JWKS_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
+JWKS_WAIT_SECONDS: Final = 1.0
+"""How long a request waits for a JWKS re-fetch once keys are cached (a slow tenant must not
+stall requests: known kids go on with the cached keys, an unknown kid gets its 401)."""
 
 
 @dataclass(frozen=True)
@@ -392,9 +395,10 @@ class Authenticator:
             return self._keys.get(kid)
         now = self._clock()
         if self._fetched_at is None or now - self._fetched_at >= self.settings.jwks_cache_seconds:
-            # First use or cache expired. If the tenant is down, keep using the cached keys.
+            # First use or cache expired. If the tenant is down or slow, keep using the cached keys
+            # (the fetch goes on in the background and replaces them when it succeeds).
             try:
-                await self._refresh()
+                await self._refresh(wait=JWKS_WAIT_SECONDS if self._keys else None)
             except JwksUnavailableError:
                 if not self._keys:
                     raise _auth_unavailable_error(self._retry_in()) from None
@@ -411,7 +415,7 @@ class Authenticator:
             self._last_unknown_kid_fetch = now
             _LOGGER.info("Unknown signing key id; re-fetching the JWKS")
         try:
-            await self._refresh()
+            await self._refresh(wait=JWKS_WAIT_SECONDS)
         except JwksUnavailableError:
             return None
         return self._keys.get(kid)
@@ -421,15 +425,32 @@ class Authenticator:
             return self.settings.jwks_retry_seconds
         return max(0.0, self.settings.jwks_retry_seconds - (self._clock() - self._failed_at))
 
-    async def _refresh(self) -> None:
-        """Fetch the JWKS; concurrent callers share one in-flight request."""
-        if self._inflight is None:
+    async def _refresh(self, wait: float | None = None) -> None:
+        """Fetch the JWKS; concurrent callers share one in-flight request.
+
+        With ``wait`` (keys are cached), only the caller that starts the fetch waits for it,
+        at most that many seconds; anyone else, or a fetch that takes longer, gets
+        JwksUnavailableError at once (and goes on with the cache). The fetch itself runs to
+        its own timeout.
+        """
+        started = self._inflight is None
+        if started:
             if self._failed_at is not None and self._clock() - self._failed_at < self.settings.jwks_retry_seconds:
                 raise JwksUnavailableError("JWKS fetch recently failed")
             self._inflight = asyncio.get_running_loop().create_task(self._fetch())
             self._inflight.add_done_callback(self._clear_inflight)
-        # shield: a cancelled request must not cancel the fetch others are waiting for.
-        await asyncio.shield(self._inflight)
+        fetch = self._inflight
+        assert fetch is not None  # noqa: S101 - set just above or still in flight
+        if wait is None:
+            # shield: a cancelled request must not cancel the fetch others are waiting for.
+            await asyncio.shield(fetch)
+            return
+        if not started:
+            raise JwksUnavailableError("JWKS fetch in progress")
+        done, _ = await asyncio.wait({fetch}, timeout=wait)
+        if not done:
+            raise JwksUnavailableError("JWKS fetch still in progress")
+        fetch.result()
 
     def _clear_inflight(self, task: asyncio.Task[None]) -> None:
         if self._inflight is task:
@@ -457,6 +478,10 @@ class Authenticator:
             raise JwksUnavailableError(str(err)) from None
         if not keys:
             _LOGGER.warning("The JWKS at %s has no usable RSA signing keys", self._url)
+            if self._keys:  # a broken document must not revoke every cached key
+                self.stats.jwks_fetch_failures += 1
+                self._failed_at = self._clock()
+                raise JwksUnavailableError("no usable keys in the JWKS document")
         added = set(keys) - set(self._keys)
         removed = set(self._keys) - set(keys)
         if self._fetched_at is not None and (added or removed):

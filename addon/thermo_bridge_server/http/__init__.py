@@ -1,6 +1,7 @@
-"""The REST API under ``/api/v1`` plus the public ``/health``, ``/metrics`` and OpenAPI document.
+"""The REST API under ``/api/v1``, its public routes, and the internal-token ``/internal/v1/status``.
 
-Handlers live in ``routes/`` (one module per resource) and reach their services through one
+The public ones are ``/health`` (readiness), ``/health/live``, ``/metrics`` and the OpenAPI
+document. Handlers live in ``routes/`` (one module per resource) and reach their services through one
 ``HttpContext``; what a caller may see is decided by ``access.py``, not here.
 """
 
@@ -8,11 +9,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .context import API_PREFIX, HTTP, BrokerState, CommandSender, HttpContext, HttpSettings
+from .context import API_PREFIX, HTTP, HttpContext, HttpSettings, InternalStatus
 from .middlewares import OPENAPI_PATH, middlewares, on_response_prepare
-from .routes import admin, commands, devices, public
+from .routes import admin, commands, devices, internal, public
 
-ROUTES = (*devices.routes, *commands.routes, *admin.routes, *public.routes)
+ROUTES = (*devices.routes, *commands.routes, *admin.routes, *public.routes, *internal.routes)
 """Every route of the API (the OpenAPI test compares them with the document)."""
 
 
@@ -28,10 +29,9 @@ __all__ = [
     "HTTP",
     "OPENAPI_PATH",
     "ROUTES",
-    "BrokerState",
-    "CommandSender",
     "HttpContext",
     "HttpSettings",
+    "InternalStatus",
     "middlewares",
     "setup_http",
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
@@ -12,26 +12,10 @@ from thermo_bridge_server.access import Access, AccessPolicy, Permissions
 from thermo_bridge_server.auth.bearer import principal_of
 from thermo_bridge_server.metrics import HttpCounters, Metrics
 from thermo_bridge_server.ratelimit import RateLimiter
-from thermo_bridge_server.store.base import CommandRecord, Store
+from thermo_bridge_server.services import BrokerState, CommandSender
+from thermo_bridge_server.store.base import Store
 
 API_PREFIX = "/api/v1"
-
-
-class CommandSender(Protocol):
-    """What the API needs from the ingest to send a command."""
-
-    async def send_command(self, device_id: str, values: Mapping[str, Any], sub: str) -> CommandRecord:
-        """Validate against the device's capabilities, store as pending, publish to ``<base>/<id>/set``."""
-        ...
-
-
-class BrokerState(Protocol):
-    """What ``/health`` needs from the MQTT transport."""
-
-    @property
-    def connected(self) -> bool:
-        """Whether the broker connection is up."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +30,14 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class InternalStatus:
+    """``/internal/v1/status``: its token, and the figures only the assembled server knows."""
+
+    token: str
+    figures: Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
 class HttpContext:
     """Everything a handler reaches through ``request.app[HTTP]``."""
 
@@ -57,6 +49,8 @@ class HttpContext:
     metrics: Metrics
     openapi: Callable[[], Mapping[str, Any]]
     rate_limiter: RateLimiter
+    internal: InternalStatus | None = None
+    """None: the internal status endpoint answers 404 (e.g. an app built without a token file)."""
 
     @property
     def counters(self) -> HttpCounters:

@@ -183,24 +183,30 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
 PUBLIC_API_PATHS = frozenset({OPENAPI_PATH})
 
 
-def _public_bypass(auth: Middleware) -> Middleware:
-    """Let the few public documents under the protected prefix (the OpenAPI document) skip auth."""
+def _bypass(auth: Middleware, self_authenticating: frozenset[str]) -> Middleware:
+    """Let the public documents (GET) and the streams that authenticate in-band skip the bearer check."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method in (hdrs.METH_GET, hdrs.METH_HEAD) and request.path in PUBLIC_API_PATHS:
+        if request.method in (hdrs.METH_GET, hdrs.METH_HEAD) and (
+            request.path in PUBLIC_API_PATHS or request.path in self_authenticating
+        ):
             return await handler(request)
         return await auth(request, handler)
 
     return middleware
 
 
-def middlewares(auth: Middleware) -> list[Middleware]:
-    """Middlewares in order (outermost first): errors, CORS preflight, body size, auth, rate limit."""
+def middlewares(auth: Middleware, *, self_authenticating: frozenset[str] = frozenset()) -> list[Middleware]:
+    """Middlewares in order (outermost first): errors, CORS preflight, body size, auth, rate limit.
+
+    ``self_authenticating``: GET paths whose handler authenticates itself (the WebSocket's auth
+    message, SSE's bearer header or ticket).
+    """
     return [
         error_middleware,
         cors_preflight_middleware,
         body_limit_middleware,
-        _public_bypass(auth),
+        _bypass(auth, self_authenticating),
         rate_limit_middleware,
     ]

@@ -15,7 +15,7 @@ from typing import Any
 
 from .context import API_PREFIX
 from .routes.admin import MAX_DEAD_LETTERS
-from .routes.devices import MAX_HISTORY_POINTS
+from .routes.devices import MAX_DEVICES_PAGE, MAX_HISTORY_POINTS
 
 JSON = "application/json"
 
@@ -90,9 +90,15 @@ SCHEMAS: dict[str, Any] = {
     },
     "DeviceList": {
         "type": "object",
-        "required": ["devices"],
+        "required": ["devices", "next"],
         "additionalProperties": False,
-        "properties": {"devices": {"type": "array", "items": _ref("Device")}},
+        "properties": {
+            "devices": {"type": "array", "items": _ref("Device")},
+            "next": {
+                "type": ["string", "null"],
+                "description": "The next page (path and query, same filters), or null after the last one.",
+            },
+        },
     },
     "State": {
         "type": "object",
@@ -153,6 +159,15 @@ SCHEMAS: dict[str, Any] = {
                     "swing_mode": {"type": "string"},
                 },
             }
+        },
+    },
+    "Ticket": {
+        "type": "object",
+        "required": ["ticket", "expires_in"],
+        "additionalProperties": False,
+        "properties": {
+            "ticket": {"type": "string", "description": "Pass as ?ticket= to GET /api/v1/events, once."},
+            "expires_in": {"type": "number", "description": "Seconds the ticket stays valid."},
         },
     },
     "Command": {
@@ -232,6 +247,43 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Liveness": {
+        "type": "object",
+        "required": ["status", "version"],
+        "additionalProperties": False,
+        "properties": {"status": {"const": "alive"}, "version": {"type": "string"}},
+    },
+    "ServerStatus": {
+        "type": "object",
+        "description": "What Home Assistant's Thermo Bridge integration shows of the server.",
+        "required": [
+            "version",
+            "base_topic",
+            "broker_connected",
+            "store_ok",
+            "web_clients",
+            "messages_per_minute",
+            "rejected_total",
+            "database_bytes",
+            "devices",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "version": {"type": "string"},
+            "base_topic": {"type": "string", "description": "The devices' MQTT base topic this server serves."},
+            "broker_connected": {"type": "boolean"},
+            "store_ok": {"type": "boolean", "description": "The store answers a small read."},
+            "web_clients": {"type": "integer", "minimum": 0, "description": "Open WebSocket and SSE streams."},
+            "messages_per_minute": {"type": "number", "minimum": 0, "description": "MQTT messages taken in."},
+            "rejected_total": {"type": "integer", "minimum": 0, "description": "MQTT messages rejected since start."},
+            "database_bytes": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "Space the stored data takes; null when the store cannot tell now.",
+            },
+            "devices": {"type": "integer", "minimum": 0, "description": "Devices with a known config."},
+        },
+    },
 }
 
 _WWW_AUTH = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "RFC 6750 challenge."}}
@@ -269,6 +321,8 @@ DEVICE_ID = _param(
 TIME = {"type": "string", "description": "ISO-8601 (naive = UTC) or epoch seconds."}
 _SUB = _param("sub", "path", {"type": "string", "maxLength": 256}, "The user's Auth0 subject (URL-encoded).")
 DURATION = {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(ms|s|m|h|d)?$"}
+LIST = {"type": "string", "maxLength": 65536, "description": "Comma-separated values."}
+POSITION = {"type": "string", "pattern": "^[0-9a-f]{1,64}:[0-9]{1,16}$", "description": "<epoch>:<offset>"}
 
 
 def _operation(
@@ -298,7 +352,9 @@ def _operation(
         "503": "ServiceUnavailable",
     }
     for status in sorted(set(errors)):
-        if status == "422":
+        if status == "409":
+            responses[status] = _json("The idempotency key was used for another device or other values.", _ref("Error"))
+        elif status == "422":
             responses[status] = _json(
                 "The device refuses these values (details: protocol reason and path).", _ref("Error")
             )
@@ -325,13 +381,25 @@ def build_paths() -> dict[str, Any]:
                 "listDevices",
                 "Devices the caller can see",
                 "200",
-                _json("The devices, ordered by id.", _ref("DeviceList")),
+                _json("A page of devices, ordered by id; `next` links the following one.", _ref("DeviceList")),
                 tag="devices",
                 permission="read:devices",
                 params=[
                     _param("kind", "query", {"type": "string", "enum": ["thermostat", "sensor"]}, "Only this kind."),
                     _param("online", "query", {"type": "boolean"}, "Only online (true) or offline (false) devices."),
                     _param("home", "query", HOME, "Only this home (among the caller's)."),
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_DEVICES_PAGE, "default": MAX_DEVICES_PAGE},
+                        "Devices per page.",
+                    ),
+                    _param(
+                        "after",
+                        "query",
+                        {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                        "Only devices whose id sorts after this one (the last id of the previous page).",
+                    ),
                 ],
             )
         },
@@ -402,9 +470,19 @@ def build_paths() -> dict[str, Any]:
                 ),
                 tag="commands",
                 permission="write:devices",
-                params=[DEVICE_ID],
+                params=[
+                    DEVICE_ID,
+                    _param(
+                        "Idempotency-Key",
+                        "header",
+                        {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"},
+                        "Makes the command safe to send again: the same user sending the same key gets the"
+                        " existing command (its current status) and nothing is published twice. The WebSocket's"
+                        " send_command honours the same keys.",
+                    ),
+                ],
                 body="CommandRequest",
-                errors=(*body_errors, "422"),
+                errors=(*body_errors, "409", "422"),
             )
         },
         p + "/commands/{command_id}": {
@@ -482,6 +560,59 @@ def build_paths() -> dict[str, Any]:
                 ],
             )
         },
+        f"{p}/ws": {
+            "get": {
+                "operationId": "openWebSocket",
+                "summary": "The real-time WebSocket API (the messages: docs/asyncapi.yaml, docs/websocket.md)",
+                "description": "An upgrade to a WebSocket. The token is sent in the first message, never in the URL;"
+                " a browser's Origin must be the server's own or one of cors_origins.",
+                "tags": ["realtime"],
+                "security": [],
+                "responses": {
+                    "101": {"description": "Switching protocols: the auth phase starts with auth_required."},
+                    "403": _json("The Origin is not allowed (origin_not_allowed).", _ref("Error")),
+                    "426": _json("Not a WebSocket upgrade request (upgrade_required).", _ref("Error")),
+                    "429": _resp("TooManyRequests"),
+                    "503": _json("The server is shutting down.", _ref("Error")),
+                },
+            }
+        },
+        f"{p}/events": {
+            "get": _operation(
+                "streamEvents",
+                "The same events as Server-Sent Events (text/event-stream)",
+                "200",
+                {
+                    "description": "An endless stream: ready, a snapshot when not resumed, then every matching event"
+                    " (SSE id <epoch>:<offset>) and keep-alive comments (docs/websocket.md).",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                tag="realtime",
+                permission="read:devices",
+                params=[
+                    _param("devices", "query", LIST, "Only these devices (comma-separated ids)."),
+                    _param("kinds", "query", LIST, "Only these kinds (thermostat, sensor)."),
+                    _param("homes", "query", LIST, "Only these homes."),
+                    _param("events", "query", LIST, "Only these event types."),
+                    _param("since", "query", POSITION, "Resume after this position (as Last-Event-ID)."),
+                    _param(
+                        "ticket", "query", {"type": "string", "maxLength": 128}, "A ticket from POST events/tickets."
+                    ),
+                    _param("Last-Event-ID", "header", POSITION, "Set by EventSource on reconnect: resume after it."),
+                ],
+            )
+            | {"security": [{"bearerAuth": []}, {}]}
+        },
+        f"{p}/events/tickets": {
+            "post": _operation(
+                "createEventTicket",
+                "A single-use ticket for one EventSource connection (browsers cannot send headers)",
+                "201",
+                _json("Valid for expires_in seconds, once, on any replica.", _ref("Ticket")),
+                tag="realtime",
+                permission="read:devices",
+            )
+        },
         f"{p}/openapi.json": {
             "get": _operation(
                 "getOpenApi",
@@ -492,10 +623,42 @@ def build_paths() -> dict[str, Any]:
                 public=True,
             )
         },
+        "/": {
+            "get": _operation(
+                "getIndex",
+                "What this server is, with links to its API document, health and metrics (unauthenticated)",
+                "200",
+                {"description": "A small HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                tag="meta",
+                public=True,
+            )
+        },
+        "/health/live": {
+            "get": _operation(
+                "getLiveness",
+                "Liveness: the server runs and answers (unauthenticated; the add-on's HEALTHCHECK)",
+                "200",
+                _json("Always, while the server serves HTTP.", _ref("Liveness")),
+                tag="meta",
+                public=True,
+            )
+        },
+        "/internal/v1/status": {
+            "get": _operation(
+                "getServerStatus",
+                "The server's figures for Home Assistant's Thermo Bridge integration (internal token only)",
+                "200",
+                _json("Version, readiness and load.", _ref("ServerStatus")),
+                tag="meta",
+                errors=("400", "401", "404"),
+                public=True,
+            )
+            | {"security": [{"internalToken": []}]}
+        },
         "/health": {
             "get": _operation(
                 "getHealth",
-                "Liveness and readiness (unauthenticated)",
+                "Readiness: broker connected and store answering (unauthenticated)",
                 "200",
                 _json("Broker connected and store answering.", _ref("Health")),
                 tag="meta",
@@ -551,7 +714,12 @@ def build_document(version: str = "0.1.0") -> dict[str, Any]:
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "An Auth0 access token (RS256) for the configured API audience.",
-                }
+                },
+                "internalToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The server's internal token (in the file internal_token_path names), not Auth0's.",
+                },
             },
         },
     }

@@ -231,6 +231,8 @@ class MqttTransport:
         self._tls_ready = False
         self._connecting: asyncio.Future[None] | None = None
         self._last_error: str | None = None
+        self.connection_listeners: list[Callable[[bool], None]] = []
+        """Called on the loop with True when a connection is up, False when it was lost."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -549,6 +551,7 @@ class MqttTransport:
             self._connack.set_result(flags.session_present)
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
+        self._tell(connected=True)
 
     def _on_disconnect(
         self,
@@ -576,6 +579,15 @@ class MqttTransport:
             self._connack.set_exception(MqttError(f"connection closed before CONNACK: {reason}"))
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
+        if was_connected:
+            self._tell(connected=False)
+
+    def _tell(self, *, connected: bool) -> None:
+        for listener in list(self.connection_listeners):
+            try:
+                listener(connected)
+            except Exception:
+                _LOGGER.exception("MQTT connection listener failed")
 
     def _on_subscribe(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -32,14 +32,23 @@ class CommandStatus(StrEnum):
 
 
 class EventType(StrEnum):
-    """What an entry of the append-only event log records."""
+    """What an entry of the append-only event log records; the values are the API's event types.
 
-    DEVICE = "device"  # discovered or config changed (data: the config's wire form)
-    REMOVED = "removed"  # retained config cleared
-    STATE = "state"  # data: {"values": {...}, "ts": device ts or null, "seq": int or null}
-    AVAILABILITY = "availability"  # data: {"online": bool}
-    COMMAND = "command"  # data: the command record's dict (status changes)
-    EVENT = "event"  # data: {"event": type, "data": {...}, "ts": ...}
+    The data of each type is built in ``events.py`` (its one definition).
+    """
+
+    DEVICE_ADDED = "device_added"  # discovered
+    DEVICE_UPDATED = "device_updated"  # its config changed, or an admin moved it to this home
+    DEVICE_REMOVED = "device_removed"  # retained config cleared, or an admin moved it away from this home
+    STATE = "state"
+    AVAILABILITY = "availability"
+    DEVICE_EVENT = "device_event"
+    COMMAND = "command"
+    GRANTS = "grants"  # a user's server-side grants changed; never sent to clients (no device)
+
+
+INTERNAL_EVENTS = frozenset({EventType.GRANTS})
+"""Event types that tell servers something and are never delivered to clients."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,7 @@ class CommandRecord:
     created_at: float
     updated_at: float
     reason: str | None = None
+    idempotency_key: str | None = None  # the client's key: sending it again returns this command
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form used by the API and the event log."""
@@ -113,6 +123,21 @@ class EventRecord:
     home: str
     type: EventType
     data: dict[str, Any] = field(default_factory=dict)
+    data_json: str = "{}"  # ``data`` as stored: passed on to clients without encoding it again
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Devices with their latest state, exactly as of event-log ``offset`` (one read transaction)."""
+
+    offset: int
+    devices: list[tuple[DeviceRecord, StateRecord | None]]
+
+
+CommitListener = Callable[[int, Sequence[EventRecord]], None]
+"""Called on the event loop after commits that appended events: (highest committed offset,
+this process's events of that commit in offset order, or none when another process
+committed and only the offset is known)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +199,12 @@ class Store(ABC):
         """Keep a rejected message; the table keeps only the newest ``dead_letter_limit`` rows."""
 
     @abstractmethod
-    def create_command(self, record: CommandRecord) -> asyncio.Future[None]:
-        """Store a new (pending) command; log COMMAND."""
+    def create_command(self, record: CommandRecord) -> asyncio.Future[tuple[CommandRecord, bool]]:
+        """Store a new (pending) command and log COMMAND; resolves to (the stored command, created).
+
+        With an ``idempotency_key`` that this ``sub`` already used, nothing is stored and it
+        resolves to (that earlier command, False).
+        """
 
     @abstractmethod
     def update_command(
@@ -192,8 +221,14 @@ class Store(ABC):
         kind: str | None = None,
         online: bool | None = None,
         home: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[DeviceRecord]:
-        """Devices (``homes`` None = all), optionally filtered; ordered by id."""
+        """Devices (``homes`` None = all), optionally filtered; ordered by id.
+
+        ``after`` and ``limit`` page through them: at most ``limit`` devices whose id sorts
+        after ``after`` (a range scan of the primary key, however many devices there are).
+        """
 
     @abstractmethod
     async def get_device(self, device_id: str) -> DeviceRecord | None:
@@ -235,17 +270,55 @@ class Store(ABC):
         """The newest event-log offset (0 when empty)."""
 
     @abstractmethod
+    async def earliest_offset(self) -> int:
+        """The oldest offset still in the log (retention purges older ones; 1 when empty).
+
+        A reader at position N misses nothing when N >= earliest_offset() - 1.
+        """
+
+    @property
+    @abstractmethod
+    def epoch(self) -> str:
+        """The event log's random id, created with the database (only while open)."""
+
+    @abstractmethod
+    async def snapshot(
+        self,
+        homes: Collection[str] | None,
+        *,
+        devices: Collection[str] | None = None,
+        kinds: Collection[str] | None = None,
+    ) -> Snapshot:
+        """The matching devices with their latest state and the log offset they reflect, read at once."""
+
+    @abstractmethod
+    def on_commit(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` after commits that appended events (the doorbell); returns the way to stop."""
+
+    @abstractmethod
+    def add_ticket(self, ticket_hash: str, principal: str, expires_at: float) -> asyncio.Future[None]:
+        """Keep a single-use ticket (its hash) for ``principal`` (JSON) until ``expires_at``."""
+
+    @abstractmethod
+    def take_ticket(self, ticket_hash: str, now: float) -> asyncio.Future[str | None]:
+        """The ticket's principal if it exists and has not expired, removing it (single use)."""
+
+    @abstractmethod
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Newest rejected messages first."""
 
     # ---------------------------------------------------------------- homes and grants (admin)
     @abstractmethod
     async def set_device_home(self, device_id: str, home: str) -> bool:
-        """Assign a device to a home; False if the device is unknown."""
+        """Assign a device to a home; False if the device is unknown.
+
+        A move logs DEVICE_REMOVED under the old home and DEVICE_UPDATED under the new one, so
+        the users of each home see the device leave or arrive.
+        """
 
     @abstractmethod
     async def set_grants(self, sub: str, homes: Collection[str]) -> None:
-        """Replace the homes a user (Auth0 ``sub``) is granted."""
+        """Replace the homes a user (Auth0 ``sub``) is granted; log GRANTS (servers re-check open streams)."""
 
     @abstractmethod
     async def get_grants(self, sub: str) -> frozenset[str]:
@@ -258,8 +331,20 @@ class Store(ABC):
     # ---------------------------------------------------------------- maintenance
     @abstractmethod
     async def purge_before(self, ts: float) -> int:
-        """Delete history and event-log entries older than ``ts`` (retention); return rows deleted."""
+        """Delete history and event-log entries older than ``ts`` (retention); return rows deleted.
+
+        The newest event-log entry is always kept, so the log's position survives a purge.
+        """
+
+    @property
+    def write_error(self) -> str | None:
+        """Why writes fail right now (the writer retries them until they succeed), or None."""
+        return None
 
     @abstractmethod
     async def stats(self) -> Mapping[str, float]:
         """Backend figures for /metrics (queue depth, last batch size, commit latency seconds…)."""
+
+    @abstractmethod
+    async def size_bytes(self) -> int:
+        """Space the stored data takes (the database files, or this store's tables in PostgreSQL)."""

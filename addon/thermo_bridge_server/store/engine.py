@@ -40,6 +40,8 @@ Rules both dialects keep:
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, TypedDict, override
@@ -52,11 +54,13 @@ from .base import (
     DEFAULT_HOME,
     CommandRecord,
     CommandStatus,
+    CommitListener,
     DeadLetter,
     DeviceRecord,
     EventRecord,
     EventType,
     HistoryPoint,
+    Snapshot,
     StateRecord,
     Store,
 )
@@ -66,6 +70,7 @@ from .rows import (
     MAX_FUTURE_SKEW,
     NO_SEQ,
     DedupeKey,
+    StoreClosedError,
     command_from_row,
     dead_letter_from_row,
     dedupe_key,
@@ -75,6 +80,8 @@ from .rows import (
     scalar_json,
     state_from_rows,
 )
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class Sql(NamedTuple):
@@ -98,7 +105,7 @@ Step = Generator[Sql, Any, Any]
 class BatchRows:
     """The rows one batch collects for its dialect's set-based flush."""
 
-    __slots__ = ("arrival", "dead", "default_home", "events", "history", "new_keys", "states")
+    __slots__ = ("arrival", "committed", "dead", "default_home", "events", "history", "new_keys", "states")
 
     def __init__(self, default_home: str) -> None:
         self.default_home = default_home
@@ -110,17 +117,43 @@ class BatchRows:
         self.dead: list[tuple[float, str, str, str, bytes]] = []
         self.new_keys: set[DedupeKey] = set()
         self.arrival = 0
+        # Event-log rows written in this transaction (offset, ts, device_id, home, type, data)
+        self.committed: list[tuple[int, float, str, str, str, str]] = []
 
-    def reset(self) -> None:
-        """Drop everything collected (after a rollback)."""
+    def flushed(self) -> None:
+        """The collected rows are written (``committed`` keeps the event rows for the doorbell)."""
         self.history.clear()
         self.states.clear()
         self.events.clear()
         self.dead.clear()
 
+    def reset(self) -> None:
+        """Drop everything collected and written (after a rollback)."""
+        self.flushed()
+        self.committed.clear()
+
+    def number_events(self, offsets: Sequence[int], homes: Mapping[str, str]) -> list[tuple[Any, ...]]:
+        """The collected events as log rows with their ``offsets`` (ascending) and resolved homes.
+
+        An event without a home gets its device's current home (``homes``), else the default
+        home. The rows are also kept in ``committed`` for the commit listeners.
+        """
+        default = self.default_home
+        rows = [
+            (offset, ts, device_id, (homes.get(device_id, default) if home is None else home), type_, data)
+            for offset, (ts, device_id, home, type_, data) in zip(offsets, self.events, strict=True)
+        ]
+        self.events.clear()
+        self.committed.extend(rows)
+        return rows
+
+    def homeless_devices(self) -> list[str]:
+        """Devices whose collected events need their current home looked up."""
+        return sorted({event[1] for event in self.events if event[2] is None})
+
     def event(self, ts: float, device_id: str, home: str | None, type_: EventType, data: str) -> None:
         """Collect an event-log row; ``home`` None means the device's home when it is flushed."""
-        self.events.append((ts, device_id, home, str(type_), data))
+        self.events.append((ts, device_id, home, type_, data))
 
     # The hot path: one call per MQTT message, holding the GIL, so written out by hand.
     def state(self, device_id: str, update: StateUpdate, ts: float, key: DedupeKey | None, data: str) -> bool:
@@ -151,12 +184,12 @@ class BatchRows:
                     history.append((device_id, hts, name, 1.0 if value else 0.0))
                 elif isinstance(value, int):
                     history.append((device_id, hts, name, float(value)))
-        self.events.append((ts, device_id, None, "state", data))
+        self.events.append((ts, device_id, None, EventType.STATE, data))
         return True
 
     def device_event(self, device_id: str, event: DeviceEvent, ts: float) -> None:
         """Collect a device event's log row."""
-        self.event(ts, device_id, None, EventType.EVENT, events.device_event(event))
+        self.event(ts, device_id, None, EventType.DEVICE_EVENT, events.device_event(event))
 
     def dead_letter(self, topic: str, reason: str, message: str, payload: bytes, ts: float) -> None:
         """Collect a rejected message (truncated to the kept sizes)."""
@@ -213,13 +246,14 @@ def batch_keys(batch: Sequence[tuple[Callable[..., Any], tuple[Any, ...], Any]])
 
 # --------------------------------------------------------------------------- in-place operations
 
-_COMMAND_COLUMNS = "command_id, device_id, sub, vals, status, reason, created_at, updated_at"
+_COMMAND_COLUMNS = "command_id, device_id, sub, vals, status, reason, created_at, updated_at, idempotency_key"
 
 
 def config_op(rows: BatchRows, config: DeviceConfig, ts: float) -> Step:
-    """Upsert a device's config; log DEVICE only when it changed."""
+    """Upsert a device's config; log DEVICE_ADDED for a new device, DEVICE_UPDATED when it changed."""
     yield FLUSH
     text = events.device(config)
+    known = yield Sql("SELECT 1 FROM devices WHERE device_id = ?", (config.device_id,), one=True)
     changed = yield Sql(
         "INSERT INTO devices (device_id, home, kind, config, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, config = excluded.config,"
@@ -228,17 +262,18 @@ def config_op(rows: BatchRows, config: DeviceConfig, ts: float) -> Step:
         one=True,
     )
     if changed is not None:
-        rows.event(ts, config.device_id, None, EventType.DEVICE, text)
+        kind = EventType.DEVICE_UPDATED if known is not None else EventType.DEVICE_ADDED
+        rows.event(ts, config.device_id, None, kind, text)
 
 
 def remove_op(rows: BatchRows, device_id: str, ts: float) -> Step:
-    """Forget a device's config, state and availability (history stays); log REMOVED."""
+    """Forget a device's config, state and availability (history stays); log DEVICE_REMOVED."""
     yield FLUSH
     removed = yield Sql("DELETE FROM devices WHERE device_id = ? RETURNING home", (device_id,), one=True)
     yield Sql("DELETE FROM state_values WHERE device_id = ?", (device_id,))
     yield Sql("DELETE FROM availability WHERE device_id = ?", (device_id,))
     if removed is not None:
-        rows.event(ts, device_id, removed[0], EventType.REMOVED, events.removed())
+        rows.event(ts, device_id, removed[0], EventType.DEVICE_REMOVED, events.removed())
 
 
 def availability_op(rows: BatchRows, device_id: str, online: bool, ts: float) -> Step:
@@ -255,11 +290,12 @@ def availability_op(rows: BatchRows, device_id: str, online: bool, ts: float) ->
         rows.event(ts, device_id, None, EventType.AVAILABILITY, events.availability(online))
 
 
-def create_command_op(rows: BatchRows, record: CommandRecord) -> Step:
-    """Store a new command; log COMMAND."""
+def create_command_op(rows: BatchRows, record: CommandRecord) -> Generator[Sql, Any, tuple[CommandRecord, bool]]:
+    """Store a new command and log COMMAND, unless its sender already used its idempotency key."""
     yield FLUSH
-    yield Sql(
-        f"INSERT INTO commands ({_COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    created = yield Sql(
+        f"INSERT INTO commands ({_COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (sub, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING 1",
         (
             record.command_id,
             record.device_id,
@@ -269,9 +305,19 @@ def create_command_op(rows: BatchRows, record: CommandRecord) -> Step:
             record.reason,
             record.created_at,
             record.updated_at,
+            record.idempotency_key,
         ),
+        one=True,
     )
+    if created is None:
+        earlier = yield Sql(
+            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE sub = ? AND idempotency_key = ?",
+            (record.sub, record.idempotency_key),
+            one=True,
+        )
+        return command_from_row(earlier), False
     rows.event(record.created_at, record.device_id, None, EventType.COMMAND, events.command(record))
+    return record, True
 
 
 def update_command_op(
@@ -292,15 +338,22 @@ def update_command_op(
     return record
 
 
-def set_home_op(rows: BatchRows, device_id: str, home: str) -> Generator[Sql, Any, bool]:
-    """Assign a device to a home; False if the device is unknown."""
+def set_home_op(rows: BatchRows, device_id: str, home: str, ts: float) -> Generator[Sql, Any, bool]:
+    """Assign a device to a home (False if unknown); a move is logged for the old and the new home."""
     yield FLUSH
-    row = yield Sql("UPDATE devices SET home = ? WHERE device_id = ? RETURNING 1", (home, device_id), one=True)
-    return row is not None
+    row = yield Sql("SELECT home, config FROM devices WHERE device_id = ?", (device_id,), one=True)
+    if row is None:
+        return False
+    old_home, config = row
+    if old_home != home:
+        yield Sql("UPDATE devices SET home = ? WHERE device_id = ?", (home, device_id))
+        rows.event(ts, device_id, old_home, EventType.DEVICE_REMOVED, events.removed())
+        rows.event(ts, device_id, home, EventType.DEVICE_UPDATED, config)
+    return True
 
 
-def set_grants_op(rows: BatchRows, sub: str, homes: tuple[str, ...], lock: str | None) -> Step:
-    """Replace a user's grants; ``lock`` serialises two replacements of one user across writers."""
+def set_grants_op(rows: BatchRows, sub: str, homes: tuple[str, ...], lock: str | None, ts: float) -> Step:
+    """Replace a user's grants and log GRANTS; ``lock`` serialises two replacements of one user."""
     yield FLUSH
     if lock is not None:
         yield Sql(lock, (sub,))
@@ -311,6 +364,23 @@ def set_grants_op(rows: BatchRows, sub: str, homes: tuple[str, ...], lock: str |
             f"INSERT INTO grants (sub, home) VALUES {values} ON CONFLICT DO NOTHING",
             tuple(value for home in homes for value in (sub, home)),
         )
+    rows.event(ts, "", "", EventType.GRANTS, events.grants(sub))
+
+
+def add_ticket_op(rows: BatchRows, ticket_hash: str, principal: str, expires_at: float) -> Step:
+    """Keep an SSE ticket until it is used or expires."""
+    yield Sql(
+        "INSERT INTO sse_tickets (ticket, principal, expires_at) VALUES (?, ?, ?)", (ticket_hash, principal, expires_at)
+    )
+
+
+def take_ticket_op(rows: BatchRows, ticket_hash: str, now: float) -> Generator[Sql, Any, str | None]:
+    """Use a ticket once (and forget every expired one)."""
+    row = yield Sql(
+        "DELETE FROM sse_tickets WHERE ticket = ? AND expires_at > ? RETURNING principal", (ticket_hash, now), one=True
+    )
+    yield Sql("DELETE FROM sse_tickets WHERE expires_at <= ?", (now,))
+    return None if row is None else str(row[0])
 
 
 # --------------------------------------------------------------------------- futures and stats
@@ -342,6 +412,7 @@ class WriterStats:
             "last_batch_size": 0,
             "last_commit_seconds": 0.0,
             "max_commit_seconds": 0.0,
+            "write_failing": 0,
         }
 
     def committed(self, size: int, seconds: float) -> None:
@@ -363,6 +434,16 @@ class WriterStats:
 
 
 # --------------------------------------------------------------------------- the store
+
+
+RETRY_MAX_DELAY = 2.0
+"""Longest pause between two attempts at a batch the database cannot take right now."""
+OUTAGE_LOG_INTERVAL = 60.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before attempt ``attempt + 1`` of a batch: 40 ms doubling, at most RETRY_MAX_DELAY."""
+    return float(min(RETRY_MAX_DELAY, 0.02 * 2.0 ** min(attempt, 16)))
 
 
 class StoreOptions(TypedDict, total=False):
@@ -389,6 +470,63 @@ class BatchingStore(Store):
         self.dead_letter_limit = dead_letter_limit
         self.default_home = default_home
         self._stats = WriterStats()
+        self._listeners: list[CommitListener] = []
+        self._epoch: str | None = None
+        self._write_error: str | None = None
+        self._failing_since = 0.0
+        self._outage_logged = 0.0
+
+    @property
+    @override
+    def write_error(self) -> str | None:
+        return self._write_error
+
+    def _write_failing(self, err: BaseException, waiting: int) -> None:
+        """A batch failed for a reason that passes (database down, disk full); it is tried again.
+
+        Logged when the outage starts and once a minute while it lasts (from the writer's
+        thread or task; only plain attributes change here).
+        """
+        now = time.monotonic()
+        self._write_error = f"{type(err).__name__}: {err}".strip()
+        self._stats.values["write_failing"] = 1
+        if not self._failing_since:
+            self._failing_since = self._outage_logged = now
+            _LOGGER.error(
+                "Store writes are failing (%s); retrying until they succeed. The MQTT messages of the %d"
+                " writes waiting are not acknowledged, so the broker keeps them",
+                self._write_error,
+                waiting,
+            )
+        elif now - self._outage_logged >= OUTAGE_LOG_INTERVAL:
+            self._outage_logged = now
+            _LOGGER.error(
+                "Store writes still failing after %.0f s (%s); %d writes waiting",
+                now - self._failing_since,
+                self._write_error,
+                waiting,
+            )
+
+    def _write_ok(self) -> None:
+        """A batch committed: end an outage if there was one."""
+        if self._failing_since:
+            _LOGGER.warning("Store writes succeed again after %.1f s", time.monotonic() - self._failing_since)
+            self._failing_since = 0.0
+            self._write_error = None
+            self._stats.values["write_failing"] = 0
+
+    @property
+    @override
+    def epoch(self) -> str:
+        if self._epoch is None:
+            raise StoreClosedError("the store is not open")
+        return self._epoch
+
+    async def _read_epoch(self) -> None:
+        row = await self._fetchone("SELECT value FROM meta WHERE key = 'epoch'", ())
+        if row is None:
+            raise RuntimeError("the database has no epoch (meta table)")
+        self._epoch = str(row[0])
 
     # ---------------------------------------------------------------- what a dialect provides
     @abstractmethod
@@ -410,6 +548,10 @@ class BatchingStore(Store):
     def _and_any(self, column: str, values: Collection[str] | None, params: list[Any]) -> str:
         """`` AND column in values`` (nothing matches an empty collection), or "" for None (no filter)."""
         return "" if values is None else " AND " + self._any(column, list(values), params)
+
+    @abstractmethod
+    async def _fetch_consistent(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Sequence[Any]]]:
+        """Run reads in one read-only transaction (one consistent view) and return each one's rows."""
 
     async def _fetchone(self, sql: str, params: Sequence[Any]) -> Sequence[Any] | None:
         rows = await self._fetch(sql, params)
@@ -442,7 +584,7 @@ class BatchingStore(Store):
         return self._submit(BatchRows.dead_letter, topic, reason, message, payload, ts)
 
     @override
-    def create_command(self, record: CommandRecord) -> asyncio.Future[None]:
+    def create_command(self, record: CommandRecord) -> asyncio.Future[tuple[CommandRecord, bool]]:
         return self._submit(create_command_op, record)
 
     @override
@@ -453,12 +595,37 @@ class BatchingStore(Store):
 
     @override
     async def set_device_home(self, device_id: str, home: str) -> bool:
-        result: bool = await self._submit(set_home_op, device_id, home)
+        result: bool = await self._submit(set_home_op, device_id, home, time.time())
         return result
 
     @override
     async def set_grants(self, sub: str, homes: Collection[str]) -> None:
-        await self._submit(set_grants_op, sub, tuple(sorted(set(homes))), self.GRANTS_LOCK)
+        await self._submit(set_grants_op, sub, tuple(sorted(set(homes))), self.GRANTS_LOCK, time.time())
+
+    @override
+    def add_ticket(self, ticket_hash: str, principal: str, expires_at: float) -> asyncio.Future[None]:
+        return self._submit(add_ticket_op, ticket_hash, principal, expires_at)
+
+    @override
+    def take_ticket(self, ticket_hash: str, now: float) -> asyncio.Future[str | None]:
+        return self._submit(take_ticket_op, ticket_hash, now)
+
+    # ---------------------------------------------------------------- the doorbell
+    @override
+    def on_commit(self, listener: CommitListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _ring(self, offset: int, rows: Sequence[Sequence[Any]]) -> None:
+        """Tell the listeners (on the event loop) what a commit appended to the log."""
+        if not self._listeners:
+            return
+        records = [event_from_row(row) for row in rows]
+        for listener in list(self._listeners):
+            try:
+                listener(offset, records)
+            except Exception:
+                _LOGGER.exception("Event-log commit listener failed")
 
     # ---------------------------------------------------------------- reads
     _DEVICES = (
@@ -474,14 +641,20 @@ class BatchingStore(Store):
         kind: str | None = None,
         online: bool | None = None,
         home: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[DeviceRecord]:
         params: list[Any] = []
         where = self._and_any("d.home", homes, params)
-        for condition, value in (("d.kind = ?", kind), ("a.online = ?", online), ("d.home = ?", home)):
+        conditions = (("d.kind = ?", kind), ("a.online = ?", online), ("d.home = ?", home), ("d.device_id > ?", after))
+        for condition, value in conditions:
             if value is not None:
                 where += f" AND {condition}"
                 params.append(value)
         sql = f"{self._DEVICES} WHERE TRUE{where} ORDER BY d.device_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         return [device_from_row(row) for row in await self._fetch(sql, params)]
 
     @override
@@ -556,6 +729,44 @@ class BatchingStore(Store):
     async def latest_offset(self) -> int:
         row = await self._fetchone("SELECT COALESCE(max(id), 0) FROM events", ())
         return int(row[0]) if row is not None else 0
+
+    @override
+    async def earliest_offset(self) -> int:
+        row = await self._fetchone("SELECT min(id) FROM events", ())
+        return 1 if row is None or row[0] is None else int(row[0])
+
+    @override
+    async def snapshot(
+        self,
+        homes: Collection[str] | None,
+        *,
+        devices: Collection[str] | None = None,
+        kinds: Collection[str] | None = None,
+    ) -> Snapshot:
+        params: list[Any] = []
+        where = self._and_any("d.home", homes, params) + self._and_any("d.device_id", devices, params)
+        where += self._and_any("d.kind", kinds, params)
+        offset_rows, device_rows, state_rows = await self._fetch_consistent(
+            [
+                ("SELECT COALESCE(max(id), 0) FROM events", ()),
+                (f"{self._DEVICES} WHERE TRUE{where} ORDER BY d.device_id", params),
+                (
+                    "SELECT s.device_id, s.key, s.value, s.order_ts, s.seq, s.device_ts, s.received_at"
+                    f" FROM state_values s JOIN devices d USING (device_id) WHERE TRUE{where}",
+                    params,
+                ),
+            ]
+        )
+        states: dict[str, list[Sequence[Any]]] = {}
+        for row in state_rows:
+            states.setdefault(row[0], []).append(row[1:])
+        return Snapshot(
+            offset=int(offset_rows[0][0]),
+            devices=[
+                (device, state_from_rows(device.device_id, states.get(device.device_id, [])))
+                for device in map(device_from_row, device_rows)
+            ],
+        )
 
     @override
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

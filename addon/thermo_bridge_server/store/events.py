@@ -26,12 +26,12 @@ def canonical_json(value: object) -> str:
 
 
 def device(config: DeviceConfig) -> str:
-    """DEVICE (discovered or changed): the config's wire form, keys in the order the device sent."""
+    """DEVICE_ADDED / DEVICE_UPDATED: the config's wire form, keys in the order the device sent."""
     return json.dumps(config.as_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
 def removed() -> str:
-    """REMOVED (the retained config was cleared): no data."""
+    """DEVICE_REMOVED: no data."""
     return "{}"
 
 
@@ -50,13 +50,21 @@ def availability(online: bool) -> str:
 
 
 def device_event(event: DeviceEvent) -> str:
-    """EVENT: a momentary device event, its data and the device's ts."""
+    """DEVICE_EVENT: a momentary device event, its data and the device's ts."""
     return canonical_json({"event": event.event_type, "data": event.data, "ts": event.ts})
 
 
 def command(record: CommandRecord) -> str:
-    """COMMAND: the command's public form at this step of its lifecycle."""
-    return canonical_json(record.as_dict())
+    """COMMAND: the command at this step of its lifecycle, with the user who sent it.
+
+    Only that user and admins receive these events (``access.Access.sees_event``).
+    """
+    return canonical_json({**record.as_dict(), "sub": record.sub})
+
+
+def grants(sub: str) -> str:
+    """GRANTS (internal): whose server-side grants changed."""
+    return canonical_json({"sub": sub})
 
 
 def decode(text: str) -> dict[str, Any]:

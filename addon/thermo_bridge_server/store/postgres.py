@@ -39,6 +39,7 @@ several schemas (tests, tenants) do not serialise each other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -61,6 +62,7 @@ from .engine import (
     batch_keys,
     fail_batch,
     resolve_batch,
+    retry_delay,
 )
 from .rows import BATCH_CAP, PURGE_CHUNK, DedupeKey, StoreClosedError, migrations
 
@@ -71,6 +73,8 @@ LOCK_EVENTS = 0x74620002
 RETRIES = 5
 PIPELINE_DEPTH = 2
 """Batches in flight at once (each in its own transaction; see ``_Slot``)."""
+LISTEN_RETRY_MIN = 0.5
+LISTEN_RETRY_MAX = 10.0
 
 _HISTORY_COLUMNS = ("device_id", "ts", "key", "value")
 _EVENT_COLUMNS = ("id", "ts", "device_id", "home", "type", "data")
@@ -85,8 +89,10 @@ _TRANSIENT_ERRORS = (
     OSError,
     TimeoutError,
 )
-"""The batch may well succeed on a fresh connection: retried with backoff a few times, then it
-fails (and the MQTT messages stay unacknowledged). If the connection died *during* COMMIT the
+"""The batch may well succeed on a fresh connection: retried with backoff (at most
+``RETRY_MAX_DELAY`` apart) until it does while the store is open, so a database restart or
+failover loses nothing and the ingest carries on by itself; once closing, after RETRIES
+attempts it fails (and the MQTT messages stay unacknowledged). If the connection died *during* COMMIT the
 first attempt may have committed: the retry is then what a QoS 1 redelivery would be anyway
 (state updates are deduplicated, configs and availability are change-detecting upserts; a
 device event or dead letter may be logged twice)."""
@@ -195,33 +201,24 @@ class _Batch:
                 self.store.dead_letter_limit,
             )
         if rows.events:
-            pending = rows.events
-            rows.events = []
             if not self.locked:
                 await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_EVENTS, self.store.schema_key)
                 self.locked = True
             # Offsets drawn under the lock, sorted so the log's order is the order operations were
             # queued; in the same round trip, the current home of the devices whose events carry
             # none (read under the lock, as an INSERT ... JOIN devices would).
-            need_home = sorted({event[1] for event in pending if event[2] is None})
             ids, known_ids, known_homes = await conn.fetchrow(
                 "SELECT ARRAY(SELECT nextval($2::regclass) FROM generate_series(1, $1)),"
                 " ARRAY(SELECT device_id FROM devices WHERE device_id = ANY($3::text[]) ORDER BY device_id),"
                 " ARRAY(SELECT home FROM devices WHERE device_id = ANY($3::text[]) ORDER BY device_id)",
-                len(pending),
+                len(rows.events),
                 self.store.events_sequence,
-                need_home,
+                rows.homeless_devices(),
             )
-            homes = dict(zip(known_ids, known_homes, strict=True))
-            default_home = rows.default_home
-            await conn.copy_records_to_table(
-                "events",
-                records=[
-                    (offset, ts, device_id, homes.get(device_id, default_home) if home is None else home, type_, data)
-                    for offset, (ts, device_id, home, type_, data) in zip(sorted(ids), pending, strict=True)
-                ],
-                columns=_EVENT_COLUMNS,
-            )
+            numbered = rows.number_events(sorted(ids), dict(zip(known_ids, known_homes, strict=True)))
+            await conn.copy_records_to_table("events", records=numbered, columns=_EVENT_COLUMNS)
+            # The doorbell of the other replicas: delivered to their LISTEN only once this commits.
+            await conn.execute("SELECT pg_notify($1, $2)", self.store.channel, str(numbered[-1][0]))
 
 
 class _RestartError(Exception):
@@ -288,6 +285,8 @@ class PostgresStore(BatchingStore):
         self.dsn = dsn
         self.schema_key = 0
         self.events_sequence = ""
+        self.channel = ""  # the NOTIFY channel of this schema's event log
+        self._listener: asyncio.Task[None] | None = None
         self._pool_size = pool_size
         # A batch waiting for the one before holds a connection: the retry of that one needs another.
         self._depth = PIPELINE_DEPTH if pool_size > PIPELINE_DEPTH else 1
@@ -316,8 +315,66 @@ class PostgresStore(BatchingStore):
         raise AssertionError("unreachable")
 
     @override
+    async def size_bytes(self) -> int:
+        # This store's tables (with their indexes and TOAST) in its schema: the database may hold others'.
+        sql = (
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm', 'p')"
+        )
+        rows = await self._fetch(sql, ())
+        return int(rows[0][0])
+
+    @override
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         return cast("list[Sequence[Any]]", await self._query("fetch", numbered(sql), *params))
+
+    @override
+    async def _fetch_consistent(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Sequence[Any]]]:
+        for attempt in range(1, RETRIES + 1):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                    return [list(await conn.fetch(numbered(sql), *params)) for sql, params in queries]
+            except _TRANSIENT_ERRORS:
+                if attempt == RETRIES:
+                    raise
+                await asyncio.sleep(0.02 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # ---------------------------------------------------------------- other replicas' commits
+    async def _listen(self) -> None:
+        """LISTEN for every replica's commits; after each (re)connect, ring so readers catch up."""
+        delay = LISTEN_RETRY_MIN
+        while self._open:
+            try:
+                conn = await asyncpg.connect(self.dsn)
+            except (*_TRANSIENT_ERRORS, asyncpg.PostgresError) as err:
+                _LOGGER.warning("Cannot LISTEN for event-log commits (%s); retrying in %.1f s", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LISTEN_RETRY_MAX)
+                continue
+            lost = asyncio.Event()
+            try:
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(self.channel, self._notified)
+                delay = LISTEN_RETRY_MIN
+                # Commits made while nobody listened are only in the log: let readers look.
+                self._ring(await self.latest_offset(), ())
+                await lost.wait()
+                _LOGGER.warning("The LISTEN connection for event-log commits was lost; reconnecting")
+            except (*_TRANSIENT_ERRORS, asyncpg.PostgresError) as err:
+                _LOGGER.warning("LISTEN for event-log commits failed (%s); reconnecting", err)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 2)
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            offset = int(payload)
+        except ValueError:
+            _LOGGER.warning("Ignoring a malformed event-log notification %r", payload[:40])
+            return
+        self._ring(offset, ())
 
     @override
     def _any(self, column: str, values: list[str], params: list[Any]) -> str:
@@ -345,7 +402,14 @@ class PostgresStore(BatchingStore):
         self._pool = pool
         self._wake = asyncio.Event()
         self._open = True
+        self.channel = f"thermo_bridge_events_{self.schema_key & 0xFFFFFFFF:08x}"
         self._writer = asyncio.create_task(self._run(), name="thermo_bridge store writer")
+        try:
+            await self._read_epoch()
+        except BaseException:
+            await self.close()
+            raise
+        self._listener = asyncio.create_task(self._listen(), name="thermo_bridge store listener")
 
     @override
     async def close(self) -> None:
@@ -353,6 +417,10 @@ class PostgresStore(BatchingStore):
             return
         self._open = False
         self._wake.set()
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
         if self._writer is not None:
             await self._writer
         if self._pool is not None:
@@ -415,7 +483,7 @@ class PostgresStore(BatchingStore):
             attempt += 1
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    results = await self._apply(conn, batch, previous, slot)
+                    results, committed = await self._apply(conn, batch, previous, slot)
                 break
             except _RestartError:
                 # The previous batch failed an attempt while ours overlapped it: ours rolled
@@ -429,9 +497,15 @@ class PostgresStore(BatchingStore):
             except _TRANSIENT_ERRORS as err:
                 slot.retrying()
                 self._stats.retried()
-                if attempt < RETRIES:
-                    _LOGGER.info("Store batch hit %s (%s); retrying", type(err).__name__, err)
-                    await asyncio.sleep(0.02 * 2**attempt)
+                # While open, a batch is retried until the database takes it (a restart, a
+                # failover): its MQTT messages stay unacknowledged meanwhile, nothing is lost.
+                # Closing gives up after RETRIES so a shutdown never hangs on a dead server.
+                if attempt < RETRIES or self._open:
+                    if attempt < RETRIES:
+                        _LOGGER.info("Store batch hit %s (%s); retrying", type(err).__name__, err)
+                    else:
+                        self._write_failing(err, len(self._queue) + len(batch))
+                    await asyncio.sleep(retry_delay(attempt))
                     if previous is not None:
                         await previous.done
                         previous = None
@@ -453,11 +527,15 @@ class PostgresStore(BatchingStore):
                 await self._commit([op])
             return
         self._stats.committed(len(batch), time.perf_counter() - started)
+        self._write_ok()
         resolve_batch(batch, results)
+        if committed:
+            self._ring(committed[-1][0], committed)
 
     async def _apply(
         self, conn: asyncpg.Connection[Any], batch: list[_Op], previous: _Slot | None, slot: _Slot
-    ) -> list[object]:
+    ) -> tuple[list[object], list[tuple[int, float, str, str, str, str]]]:
+        """Apply the batch; its results and the event-log rows it wrote."""
         # Only state reports, device events and dead letters may overlap the previous batch.
         overlap = previous is not None and all(fn in HOT_OPERATIONS for fn, _, _ in batch)
         if previous is not None:
@@ -484,14 +562,14 @@ class PostgresStore(BatchingStore):
             await work.flush_history()
             await previous.wait(previous.done)
         await work.flush()
-        return results
+        return results, work.rows.committed
 
     @override
     async def purge_before(self, ts: float) -> int:
         total = 0
         for table, column, extra in (
             ("history", "ts", ""),
-            ("events", "ts", ""),
+            ("events", "ts", " AND id < (SELECT max(id) FROM events)"),  # the newest stays: the log's position
             ("state_dedupe", "received_at", ""),
             ("commands", "updated_at", " AND status <> 'pending'"),
         ):

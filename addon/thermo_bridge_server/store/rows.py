@@ -118,8 +118,8 @@ def state_from_rows(device_id: str, rows: Sequence[Sequence[Any]]) -> StateRecor
 
 
 def command_from_row(row: Sequence[Any]) -> CommandRecord:
-    """Build a CommandRecord from (id, device_id, sub, values json, status, reason, created, updated)."""
-    command_id, device_id, sub, values, status, reason, created_at, updated_at = row
+    """Build a CommandRecord from (id, device_id, sub, values json, status, reason, created, updated, key)."""
+    command_id, device_id, sub, values, status, reason, created_at, updated_at, key = row
     return CommandRecord(
         command_id=command_id,
         device_id=device_id,
@@ -129,6 +129,7 @@ def command_from_row(row: Sequence[Any]) -> CommandRecord:
         created_at=created_at,
         updated_at=updated_at,
         reason=reason,
+        idempotency_key=key,
     )
 
 
@@ -139,7 +140,7 @@ def dead_letter_from_row(row: Sequence[Any]) -> DeadLetter:
 
 def event_from_row(row: Sequence[Any]) -> EventRecord:
     """Build an EventRecord from (id, ts, device_id, home, type, data json)."""
-    return EventRecord(row[0], row[1], row[2], row[3], EventType(row[4]), decode(row[5]))
+    return EventRecord(row[0], row[1], row[2], row[3], EventType(row[4]), decode(row[5]), row[5])
 
 
 def grants_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, frozenset[str]]:

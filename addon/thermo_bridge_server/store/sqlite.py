@@ -8,8 +8,11 @@ idempotency keys are checked with one ``INSERT OR IGNORE … RETURNING``.
 
 If a batch fails on an operation's data (a constraint, a bad value), it is rolled back and
 its operations are retried one transaction each, so the bad one fails alone and loses
-nothing else. Any other failure (disk full, I/O error) fails the whole batch: the futures
-carry the error and the ingest does not acknowledge those MQTT messages.
+nothing else. A failure that passes (disk full, an I/O error, a lock held too long) rolls the
+batch back and tries it again, with backoff, until it commits: meanwhile its futures stay
+pending, so the ingest does not acknowledge those MQTT messages and the broker keeps them
+(and stops sending more once our in-flight window is full); ``write_error`` and /health say
+why. Any other failure fails the whole batch: the futures carry the error.
 
 Reads run on separate connections in a small thread pool, so the event loop never waits on
 disk. WAL mode lets them read while the writer commits.
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -48,6 +52,7 @@ from .engine import (
     batch_keys,
     fail_batch,
     resolve_batch,
+    retry_delay,
 )
 from .rows import BATCH_CAP, PURGE_CHUNK, StoreClosedError, migrations
 
@@ -60,12 +65,10 @@ _SQL_STATE = (
     " seq = excluded.seq, device_ts = excluded.device_ts, received_at = excluded.received_at"
     " WHERE (excluded.order_ts, excluded.seq) >= (state_values.order_ts, state_values.seq)"
 )
-_SQL_EVENT = (
-    "INSERT INTO events (ts, device_id, home, type, data)"
-    " VALUES (?, ?, COALESCE(?, (SELECT home FROM devices WHERE device_id = ?), ?), ?, ?)"
-)
 DEDUPE_CHUNK = 1000
 """Keys per multi-row INSERT (5 parameters each, well under SQLite's 32,766 limit)."""
+IN_CHUNK = 900
+"""Values per ``IN (...)`` list."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -118,9 +121,31 @@ def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     return applied
 
 
+def _files_size(path: str) -> int:
+    """The database file and its write-ahead log, as they are on disk right now."""
+    total = 0
+    for name in (path, f"{path}-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(name).st_size
+    return total
+
+
+JOURNAL_MODE_TRIES = 100
+
+
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
+    for attempt in range(JOURNAL_MODE_TRIES):
+        # Switching a new database to WAL needs it to itself, and SQLite answers "locked" at
+        # once instead of waiting for the busy timeout when another connection opens it too.
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == JOURNAL_MODE_TRIES - 1:
+                conn.close()
+                raise
+            time.sleep(0.05)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA temp_store=MEMORY")
@@ -128,12 +153,43 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+def _connect_and_migrate(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = _connect(path, synchronous)
+    try:
+        apply_migrations(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 _Op = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]
 
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, ValueError, TypeError)
 """Errors one operation's data causes: the batch is retried one operation per transaction.
-Anything else (disk full, I/O error, locked database) fails the whole batch at once: retrying
-2,000 operations one by one against a broken disk would only stall the writer."""
+Anything else fails the whole batch at once: retrying 2,000 operations one by one against a
+broken disk would only stall the writer."""
+
+_PASSING_ERRORS = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+"""Primary result codes of conditions that pass (disk full, I/O error, a lock, a read-only remount):
+the whole batch is tried again, with backoff, until it commits while the store is open."""
+RETRIES_WHEN_CLOSING = 3
+
+
+def _passes(err: BaseException) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    return isinstance(err, sqlite3.OperationalError) and code is not None and code & 0xFF in _PASSING_ERRORS
 
 
 def purge_chunk_op(rows: BatchRows, ts: float) -> Step:
@@ -150,7 +206,9 @@ def purge_chunk_op(rows: BatchRows, ts: float) -> Step:
         (ts, PURGE_CHUNK),
     )
     deleted += yield Sql(
-        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ? LIMIT ?)", (ts, PURGE_CHUNK)
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?"
+        " AND id < (SELECT max(id) FROM events) LIMIT ?)",  # the newest stays: the log's position
+        (ts, PURGE_CHUNK),
     )
     deleted += yield Sql(
         "DELETE FROM state_dedupe WHERE (device_id, seq, ts, digest) IN"
@@ -207,10 +265,21 @@ class _Writer:
         if rows.states:
             conn.executemany(_SQL_STATE, rows.state_rows())
         if rows.events:
-            default = rows.default_home
+            # One writer holds the write lock: offsets continue the log's sequence, assigned here
+            # so the doorbell knows exactly which rows it rings for.
+            (last,) = conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()
+            need = rows.homeless_devices()
+            homes: dict[str, str] = {}
+            for start in range(0, len(need), IN_CHUNK):
+                chunk = need[start : start + IN_CHUNK]
+                homes.update(
+                    conn.execute(
+                        f"SELECT device_id, home FROM devices WHERE device_id IN ({','.join('?' * len(chunk))})", chunk
+                    ).fetchall()
+                )
+            numbered = rows.number_events(range(last + 1, last + 1 + len(rows.events)), homes)
             conn.executemany(
-                _SQL_EVENT,
-                [(ts, dev, home, dev, default, type_, data) for ts, dev, home, type_, data in rows.events],
+                "INSERT INTO events (id, ts, device_id, home, type, data) VALUES (?, ?, ?, ?, ?, ?)", numbered
             )
         if rows.dead:
             conn.executemany(
@@ -220,7 +289,7 @@ class _Writer:
                 "DELETE FROM dead_letters WHERE id <= (SELECT id FROM dead_letters ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 (self.dead_letter_limit,),
             )
-        rows.reset()
+        rows.flushed()
 
 
 class SQLiteStore(BatchingStore):
@@ -246,6 +315,7 @@ class SQLiteStore(BatchingStore):
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._read_lock = threading.Lock()
+        self._wake_retry = threading.Event()  # set by close(): a writer waiting to retry tries at once
         self._open = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -254,23 +324,23 @@ class SQLiteStore(BatchingStore):
         if self._open:
             return
         self._loop = asyncio.get_running_loop()
+        self._wake_retry.clear()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = await asyncio.to_thread(_connect, self.path, self.synchronous)
-        try:
-            await asyncio.to_thread(apply_migrations, conn)
-        except BaseException:
-            conn.close()
-            raise
+        # Shielded: the thread owns the connection until it returns it, even if open() is cancelled
+        # (closing it under a running migration would crash the sqlite3 module).
+        conn = await asyncio.shield(asyncio.to_thread(_connect_and_migrate, self.path, self.synchronous))
         self._executor = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="store-read")
         self._thread = threading.Thread(target=self._run, args=(conn,), name="store-writer", daemon=True)
         self._open = True
         self._thread.start()
+        await self._read_epoch()
 
     @override
     async def close(self) -> None:
         if not self._open:
             return
         self._open = False
+        self._wake_retry.set()
         self._queue.put(None)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
@@ -319,6 +389,21 @@ class SQLiteStore(BatchingStore):
             conn.close()
 
     def _commit(self, writer: _Writer, batch: list[_Op]) -> None:
+        """Commit ``batch``; a passing failure (disk full…) is retried until it commits while open."""
+        attempt = 0
+        while True:
+            err = self._attempt(writer, batch)
+            if err is None or not _passes(err) or (not self._open and attempt >= RETRIES_WHEN_CLOSING):
+                break
+            attempt += 1
+            self._stats.retried()
+            self._write_failing(err, self._queue.qsize() + len(batch))
+            self._wake_retry.wait(retry_delay(attempt))
+        if err is not None:
+            self._failed(writer, batch, err)
+
+    def _attempt(self, writer: _Writer, batch: list[_Op]) -> Exception | None:
+        """One transaction for ``batch``; None once committed (futures resolved), else the error."""
         started = time.perf_counter()
         conn = writer.conn
         results: list[Any] = []
@@ -335,21 +420,34 @@ class SQLiteStore(BatchingStore):
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             self._stats.failed()
-            if len(batch) > 1 and isinstance(err, _DATA_ERRORS):
-                _LOGGER.warning("Store batch of %d failed (%s); retrying one by one", len(batch), err)
-                for op in batch:
-                    self._commit(writer, [op])
-                return
-            _LOGGER.error("Store write of %d operation(s) failed: %s", len(batch), err)
-            self._call(fail_batch, batch, err)
-            return
+            return err
         self._stats.committed(len(batch), time.perf_counter() - started)
+        self._write_ok()
         self._call(resolve_batch, batch, results)
+        if committed := writer.rows.committed:
+            writer.rows.committed = []
+            self._call(self._ring, committed[-1][0], committed)
+        return None
+
+    def _failed(self, writer: _Writer, batch: list[_Op], err: Exception) -> None:
+        if len(batch) > 1 and isinstance(err, _DATA_ERRORS):
+            _LOGGER.warning("Store batch of %d failed (%s); retrying one by one", len(batch), err)
+            for op in batch:
+                self._commit(writer, [op])
+            return
+        _LOGGER.error("Store write of %d operation(s) failed: %s", len(batch), err)
+        self._call(fail_batch, batch, err)
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
         assert self._loop is not None  # noqa: S101 - set before the thread starts
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits these any more
             self._loop.call_soon_threadsafe(fn, *args)
+
+    @override
+    async def size_bytes(self) -> int:
+        if not self._open:
+            raise StoreClosedError("the store is not open")
+        return await asyncio.to_thread(_files_size, self.path)
 
     # ---------------------------------------------------------------- reads
     def _reader(self) -> sqlite3.Connection:
@@ -369,6 +467,21 @@ class SQLiteStore(BatchingStore):
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, lambda: self._reader().execute(sql, params).fetchall()
         )
+
+    @override
+    async def _fetch_consistent(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Sequence[Any]]]:
+        if not self._open or self._executor is None:
+            raise StoreClosedError("the store is not open")
+
+        def run() -> list[list[Sequence[Any]]]:
+            conn = self._reader()
+            conn.execute("BEGIN")  # WAL: every read below sees the database as of the first one
+            try:
+                return [conn.execute(sql, params).fetchall() for sql, params in queries]
+            finally:
+                conn.execute("COMMIT")
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     @override
     def _any(self, column: str, values: list[str], params: list[Any]) -> str:

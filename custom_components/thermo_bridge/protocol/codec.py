@@ -28,6 +28,8 @@ from .models import (
     AckStatus,
     Availability,
     Command,
+    CommandReport,
+    CommandStatus,
     DeviceConfig,
     DeviceEvent,
     DeviceKind,
@@ -50,6 +52,8 @@ MIN_TS = 946_684_800.0  # 2000-01-01
 MAX_TS = 4_102_444_800.0  # 2100-01-01
 MAX_SEQ = 2**63 - 1
 MAX_TEXT = 128
+MAX_USER = 256
+"""Longest ``user`` of a command report (an Auth0 ``sub``, e.g. ``google-oauth2|1093…``)."""
 MAX_DEPTH = 8
 """Deepest nesting of objects/arrays accepted; the deepest valid message (a config) uses 3."""
 
@@ -585,6 +589,81 @@ def encode_ack(ack: Ack) -> bytes:
         data["reason"] = ack.reason
     if ack.ts is not None:
         data["ts"] = ack.ts
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+# --------------------------------------------------------------------------- command reports
+
+_REPORT_KEYS = frozenset({"id", "values", "user", "status", "reason", "ts"})
+
+
+def _report_values(value: object) -> dict[str, float | str]:
+    """A report's command values: checked for shape only, as the device's config may have changed since."""
+    data = _object(value, "values")
+    if not data:
+        _fail(Reason.MISSING_KEY, "values", "must name at least one command value")
+    out: dict[str, float | str] = {}
+    for key, item in data.items():
+        path = f"values.{key[:40]}"
+        if key in THERMOSTAT_NUMBER_STATE:
+            out[key] = _number(item, path, *((0.0, 100.0) if key == "target_humidity" else (-1000.0, 1000.0)))
+        elif key == "hvac_mode":
+            if not isinstance(item, str):
+                _fail(Reason.WRONG_TYPE, path, f"must be a string, not {_type_name(item)}")
+            if item not in HvacMode:
+                _fail(Reason.INVALID_VALUE, path, f"must be one of {', '.join(HvacMode)}")
+            out[key] = item
+        elif key in COMMAND_KEYS:
+            out[key] = _name(item, path)
+        else:
+            _fail(Reason.UNKNOWN_KEY, path, f"is not a command; commands are {', '.join(COMMAND_KEYS)}")
+    return out
+
+
+def parse_command_report(payload: bytes) -> CommandReport:
+    """Parse a ``command`` report: a command the server sent reached ``acked``, ``failed`` or ``timed_out``."""
+    data = decode_object(payload)
+    _check_keys(data, _REPORT_KEYS)
+    for key in ("id", "values", "user", "status", "ts"):
+        if data.get(key) is None:
+            _fail(Reason.MISSING_KEY, key, "is required")
+    command_id = data["id"]
+    if not isinstance(command_id, str):
+        _fail(Reason.WRONG_TYPE, "id", f"must be a string, not {_type_name(command_id)}")
+    if not COMMAND_ID_RE.fullmatch(command_id):
+        _fail(Reason.INVALID_VALUE, "id", "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
+    status_value = data["status"]
+    if not isinstance(status_value, str):
+        _fail(Reason.WRONG_TYPE, "status", f"must be a string, not {_type_name(status_value)}")
+    try:
+        status = CommandStatus(status_value)
+    except ValueError:
+        _fail(Reason.INVALID_VALUE, "status", f"must be one of {', '.join(CommandStatus)}")
+    reason = data.get("reason")
+    if reason is not None:
+        reason = _text(reason, "reason", 200)
+    elif status is CommandStatus.FAILED:
+        _fail(Reason.MISSING_KEY, "reason", "is required when status is 'failed'")
+    return CommandReport(
+        command_id=command_id,
+        values=_report_values(data["values"]),
+        user=_text(data["user"], "user", MAX_USER),
+        status=status,
+        reason=reason,
+        ts=_number(data["ts"], "ts", MIN_TS, MAX_TS),
+    )
+
+
+def encode_command_report(report: CommandReport) -> bytes:
+    """The ``command`` payload the server publishes."""
+    data = {
+        "id": report.command_id,
+        "values": report.values,
+        "user": report.user,
+        "status": str(report.status),
+        "reason": report.reason,
+        "ts": report.ts,
+    }
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 

@@ -89,6 +89,14 @@ class AckStatus(StrEnum):
     ERROR = "error"
 
 
+class CommandStatus(StrEnum):
+    """The final outcome of a command, as the server that sent it reports it."""
+
+    ACKED = "acked"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+
 class MessageKind(StrEnum):
     """The topic suffixes of one device: ``<base>/<device_id>/<kind>``."""
 
@@ -98,6 +106,8 @@ class MessageKind(StrEnum):
     SET = "set"
     ACK = "ack"
     EVENT = "event"
+    COMMAND = "command"
+    """Published by the add-on server (not the device): a command it sent reached its outcome."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +278,20 @@ class Ack:
     status: AckStatus
     reason: str | None = None
     ts: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReport:
+    """A command's outcome, announced by the server that sent it: what, who asked, and the result."""
+
+    command_id: str
+    values: dict[str, float | str]
+    user: str
+    """Who sent it: the Auth0 ``sub`` of the API caller."""
+    status: CommandStatus
+    reason: str | None
+    ts: float
+    """When the outcome was reached (server time)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from .codec import (
     encode_command,
+    encode_command_report,
     parse_ack,
     parse_availability,
+    parse_command_report,
     parse_config,
     parse_event,
     parse_state,
     validate_command,
 )
 from .errors import ProtocolError, Reason
-from .models import Ack, Command, DeviceConfig, DeviceEvent, MessageKind, StateUpdate
+from .models import Ack, Command, CommandReport, DeviceConfig, DeviceEvent, MessageKind, StateUpdate
 from .topics import device_topic, split_topic, validate_base_topic, validate_device_id, wildcard_topic
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,14 +42,16 @@ PublishFn = Callable[[str, bytes, int, bool], Awaitable[None]]
 
 COMMAND_QOS = 1
 SUBSCRIBE_QOS = 1
-# Configs first: retained configs then arrive before the state that refers to them.
-_SUBSCRIPTION_ORDER = (
+DEVICE_KINDS: tuple[MessageKind, ...] = (
     MessageKind.CONFIG,
     MessageKind.AVAILABILITY,
     MessageKind.STATE,
     MessageKind.ACK,
     MessageKind.EVENT,
 )
+"""What devices publish, configs first (retained configs then arrive before the state that
+refers to them): what a router subscribes to unless its consumer asks for other kinds."""
+_SUBSCRIPTION_ORDER = (*DEVICE_KINDS, MessageKind.COMMAND)
 
 
 class ProtocolHandler:
@@ -74,6 +78,9 @@ class ProtocolHandler:
     def on_event(self, device_id: str, event: DeviceEvent) -> None:
         """A momentary device event."""
 
+    def on_command_report(self, device_id: str, report: CommandReport) -> None:
+        """The server announced the outcome of a command it sent (only with ``MessageKind.COMMAND`` subscribed)."""
+
     def on_rejected(
         self, device_id: str | None, kind: MessageKind | None, error: ProtocolError, topic: str, payload: bytes
     ) -> None:
@@ -91,13 +98,19 @@ class DeviceRouter:
         handler: ProtocolHandler,
         *,
         shared_group: str | None = None,
+        kinds: Collection[MessageKind] = DEVICE_KINDS,
     ) -> None:
-        """``shared_group`` subscribes to the per-message topics as an MQTT v5 shared subscription.
+        """Subscribe to ``kinds``, the per-message ones shared in ``shared_group`` (MQTT v5) if set.
 
-        Configs are always subscribed to normally: every worker of a group must know every
-        device to validate its messages, while each state/ack/event goes to one worker.
+        ``config`` is always among the kinds (the other messages are validated against it) and
+        ``set`` never is (consumers send commands, devices take them). The server leaves out
+        ``command``, which it publishes itself. Configs are always subscribed to normally: every
+        worker of a group must know every device, while each state/ack/event goes to one worker.
         """
+        if MessageKind.CONFIG not in kinds or MessageKind.SET in kinds:
+            raise ValueError("a router subscribes to config and never to set")
         self.base_topic = validate_base_topic(base_topic)
+        self.kinds = frozenset(kinds)
         self._subscribe = subscribe
         self._publish = publish
         self._handler = handler
@@ -110,6 +123,7 @@ class DeviceRouter:
             MessageKind.AVAILABILITY: self._handle_availability,
             MessageKind.ACK: self._handle_ack,
             MessageKind.EVENT: self._handle_event,
+            MessageKind.COMMAND: self._handle_command_report,
         }
 
     @property
@@ -118,8 +132,8 @@ class DeviceRouter:
         return self._devices
 
     async def async_start(self) -> None:
-        """Subscribe to every message kind under the base topic (configs first)."""
-        for kind in _SUBSCRIPTION_ORDER:
+        """Subscribe to the router's message kinds under the base topic (configs first)."""
+        for kind in (kind for kind in _SUBSCRIPTION_ORDER if kind in self.kinds):
             topic = wildcard_topic(self.base_topic, kind)
             if self._shared_group and kind is not MessageKind.CONFIG:
                 topic = f"$share/{self._shared_group}/{topic}"
@@ -137,9 +151,9 @@ class DeviceRouter:
         except ProtocolError as err:
             self._handler.on_rejected(None, None, err, topic, payload)
             return
-        parser = self._parsers.get(kind)
-        if parser is None:  # our own commands on <id>/set, when a transport echoes them
+        if kind not in self.kinds:  # e.g. our own commands on <id>/set, when a transport echoes them
             return
+        parser = self._parsers[kind]
         try:
             parser(device_id, payload)
         except ProtocolError as err:
@@ -178,6 +192,10 @@ class DeviceRouter:
     def _handle_event(self, device_id: str, payload: bytes) -> None:
         self._handler.on_event(device_id, parse_event(payload, self._config_of(device_id)))
 
+    def _handle_command_report(self, device_id: str, payload: bytes) -> None:
+        self._config_of(device_id)  # a report about a device nobody announced is not ours
+        self._handler.on_command_report(device_id, parse_command_report(payload))
+
     def build_command(self, device_id: str, values: Mapping[str, Any]) -> Command:
         """Validate ``values`` against the device's capabilities; raise ProtocolError if refused."""
         config = self._config_of(validate_device_id(device_id))
@@ -187,6 +205,11 @@ class DeviceRouter:
         """Publish a built command to ``<base>/<id>/set``: QoS 1, never retained."""
         topic = device_topic(self.base_topic, device_id, MessageKind.SET)
         await self._publish(topic, encode_command(command), COMMAND_QOS, False)
+
+    async def async_send_command_report(self, device_id: str, report: CommandReport) -> None:
+        """Announce a command's outcome on ``<base>/<id>/command`` (the server's part): QoS 1, never retained."""
+        topic = device_topic(self.base_topic, validate_device_id(device_id), MessageKind.COMMAND)
+        await self._publish(topic, encode_command_report(report), COMMAND_QOS, False)
 
     async def async_clear_config(self, device_id: str) -> None:
         """Clear a device's retained config so a deleted device is not rediscovered."""

@@ -18,7 +18,7 @@ from thermo_bridge_server.http.params import (
     read_json_object,
     single,
 )
-from thermo_bridge_server.http.serializers import dead_letter_json, device_json
+from thermo_bridge_server.resources import dead_letter_json, device_json
 
 _LOGGER = logging.getLogger(__name__)
 

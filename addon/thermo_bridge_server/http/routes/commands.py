@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import hdrs, web
 
-from thermo_bridge_protocol import ProtocolError
-from thermo_bridge_server.access import unknown_device_error
-from thermo_bridge_server.errors import ApiError
+from thermo_bridge_server.errors import ApiError, command_error
 from thermo_bridge_server.http.context import API_PREFIX, HTTP, caller
 from thermo_bridge_server.http.params import bad_field, check_query, only_keys, read_json_object
-from thermo_bridge_server.http.serializers import command_json
+from thermo_bridge_server.resources import command_json
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 
 routes = web.RouteTableDef()
 
@@ -21,24 +24,25 @@ async def send_command(request: web.Request) -> web.Response:
     access = await caller(request, ctx.settings.permissions.write)
     check_query(request, ())
     device = await ctx.access.device(access, request.match_info["device_id"])
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"{IDEMPOTENCY_KEY} must be 1-128 printable ASCII characters without spaces",
+            details={"header": IDEMPOTENCY_KEY},
+        )
     body = await read_json_object(request)
     only_keys(body, ("values",))
     values = body.get("values")
     if not isinstance(values, dict):
         raise bad_field("values", 'the body must be {"values": {...}} with the command values')
     try:
-        record = await ctx.sender.send_command(device.device_id, values, access.principal.sub)
-    except ProtocolError as err:
-        raise ApiError(
-            422,
-            "invalid_command",
-            f"the device refuses this command: {err}",
-            details={"reason": str(err.reason), "path": err.path},
-        ) from None
-    except KeyError:
-        raise unknown_device_error(device.device_id) from None
-    except (ConnectionError, TimeoutError) as err:
-        raise ApiError(503, "broker_unavailable", f"the command could not be published: {err}") from None
+        record = await ctx.sender.send_command(device.device_id, values, access.principal.sub, key)
+    except Exception as err:
+        if (error := command_error(err, device.device_id)) is None:
+            raise
+        raise error from None
     location = f"{API_PREFIX}/commands/{record.command_id}"
     return web.json_response(command_json(record), status=202, headers={hdrs.LOCATION: location})
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -18,10 +20,12 @@ from thermo_bridge_server.http.params import (
     parse_time,
     single,
 )
-from thermo_bridge_server.http.serializers import device_json, point_json, state_json
+from thermo_bridge_server.resources import device_json, point_json, state_json
 from thermo_bridge_server.store.base import DeviceRecord
 
 MAX_HISTORY_POINTS = 10_000
+MAX_DEVICES_PAGE = 1000
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_HISTORY_SECONDS = 24 * 3600
 MAX_HISTORY_KEYS = 64
 
@@ -30,10 +34,15 @@ routes = web.RouteTableDef()
 
 @routes.get(f"{API_PREFIX}/devices")
 async def list_devices(request: web.Request) -> web.Response:
-    """Devices the caller can see; filters kind, online, home."""
+    """Devices the caller can see, a page at a time (``limit``, ``after``); filters kind, online, home."""
     ctx = request.app[HTTP]
     access = await caller(request, ctx.settings.permissions.read)
-    check_query(request, ("kind", "online", "home"))
+    check_query(request, ("kind", "online", "home", "limit", "after"))
+    limit_text = single(request, "limit")
+    limit = parse_int(limit_text, "limit", 1, MAX_DEVICES_PAGE) if limit_text is not None else MAX_DEVICES_PAGE
+    after = single(request, "after")
+    if after is not None and not DEVICE_ID_RE.fullmatch(after):
+        raise bad_param("after", "must be a device id (the last id of the previous page)")
     kind = single(request, "kind")
     if kind is not None and kind not in {k.value for k in DeviceKind}:
         raise bad_param("kind", f"must be one of {', '.join(k.value for k in DeviceKind)}")
@@ -45,8 +54,15 @@ async def list_devices(request: web.Request) -> web.Response:
     if access.homes is not None and not access.homes:
         devices: list[DeviceRecord] = []
     else:
-        devices = await ctx.store.list_devices(access.homes, kind=kind, online=online, home=home)
-    return web.json_response({"devices": [device_json(d) for d in devices if access.sees(d.home)]})
+        devices = await ctx.store.list_devices(
+            access.homes, kind=kind, online=online, home=home, after=after, limit=limit + 1
+        )
+    following = None
+    if len(devices) > limit:
+        devices = devices[:limit]
+        query = [(k, v) for k, v in request.query.items() if k != "after"] + [("after", devices[-1].device_id)]
+        following = f"{request.path}?{urlencode(query)}"
+    return web.json_response({"devices": [device_json(d) for d in devices if access.sees(d.home)], "next": following})
 
 
 @routes.get(API_PREFIX + "/devices/{device_id}")

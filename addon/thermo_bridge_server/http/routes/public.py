@@ -1,8 +1,9 @@
-"""What needs no token: the OpenAPI document, health and Prometheus metrics."""
+"""What needs no token: the index page, the OpenAPI document, liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import html
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -11,10 +12,37 @@ from thermo_bridge_server.http.context import HTTP
 from thermo_bridge_server.http.middlewares import OPENAPI_PATH
 from thermo_bridge_server.http.params import check_query
 from thermo_bridge_server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from thermo_bridge_server.store.base import Store
 
 HEALTH_STORE_TIMEOUT = 2.0
 
+DOCUMENTATION_URL = "https://github.com/thermo-bridge/thermo_bridge"
+
 routes = web.RouteTableDef()
+
+_INDEX = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Thermo Bridge server</title></head>
+<body>
+<h1>Thermo Bridge server {version}</h1>
+<p>The REST API for web apps is under <code>/api/v1</code> (Auth0 access tokens).</p>
+<ul>
+<li><a href="{openapi}">OpenAPI document</a></li>
+<li><a href="/health">Readiness</a> and <a href="/health/live">liveness</a></li>
+<li><a href="/metrics">Prometheus metrics</a></li>
+<li><a href="{docs}">Documentation</a></li>
+</ul>
+</body></html>
+"""
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.Response:
+    """Where Home Assistant's device page links to: what this server is and where its API is."""
+    check_query(request, ())
+    page = _INDEX.format(
+        version=html.escape(request.app[HTTP].settings.version), openapi=OPENAPI_PATH, docs=DOCUMENTATION_URL
+    )
+    return web.Response(text=page, content_type="text/html")
 
 
 @routes.get(OPENAPI_PATH)
@@ -24,20 +52,38 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(request.app[HTTP].openapi())
 
 
+async def store_error(store: Store) -> str | None:
+    """Why the store does not answer a small read or cannot commit right now, or None when all is well."""
+    try:
+        await asyncio.wait_for(store.latest_offset(), HEALTH_STORE_TIMEOUT)
+    except TimeoutError:
+        return "timeout"
+    except Exception as err:  # health reports any store failure, it never raises
+        return type(err).__name__
+    if (write_error := store.write_error) is not None:
+        return f"writes failing: {write_error[:200]}"
+    return None
+
+
+@routes.get("/health/live")
+async def liveness(request: web.Request) -> web.Response:
+    """Liveness: 200 whenever the server runs and serves HTTP, whatever the broker and the store do.
+
+    The add-on image's HEALTHCHECK asks this: a broker restarting must not get the add-on
+    restarted; readiness stays on ``/health``.
+    """
+    check_query(request, ())
+    return web.json_response({"status": "alive", "version": request.app[HTTP].settings.version})
+
+
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    """Liveness/readiness: 200 when the broker is connected and the store answers, else 503."""
+    """Readiness: 200 when the broker is connected and the store answers, else 503."""
     check_query(request, ())
     ctx = request.app[HTTP]
     broker_ok = ctx.broker.connected
-    store_ok = True
-    store_error: str | None = None
-    try:
-        await asyncio.wait_for(ctx.store.latest_offset(), HEALTH_STORE_TIMEOUT)
-    except TimeoutError:
-        store_ok, store_error = False, "timeout"
-    except Exception as err:  # health reports any store failure, it never raises
-        store_ok, store_error = False, type(err).__name__
+    error = await store_error(ctx.store)
+    store_ok, store_error_text = error is None, error
     healthy = broker_ok and store_ok
     body: dict[str, Any] = {
         "status": "ok" if healthy else "degraded",
@@ -45,8 +91,8 @@ async def health(request: web.Request) -> web.Response:
         "broker": {"connected": broker_ok},
         "store": {"ok": store_ok},
     }
-    if store_error:
-        body["store"]["error"] = store_error
+    if store_error_text:
+        body["store"]["error"] = store_error_text
     return web.json_response(body, status=200 if healthy else 503)
 
 

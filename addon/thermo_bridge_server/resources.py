@@ -1,4 +1,7 @@
-"""The JSON forms of the API's resources (the OpenAPI document's schemas describe them)."""
+"""The API's JSON forms of devices, state, history, commands and dead letters.
+
+One definition for REST, the WebSocket and SSE (the OpenAPI and AsyncAPI documents describe them).
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
-"""Helpers for the MQTT transport and ingest tests: certificates and polling."""
+"""Throw-away certificates for TLS tests: a private CA, a server and a client certificate (PEM files)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,13 +84,3 @@ def make_pki(folder: Path, name: str = "Test CA") -> Pki:
     _write_key(server_key, pki.server_key)
     _write_key(client_key, pki.client_key)
     return pki
-
-
-async def wait_for(predicate: Callable[[], bool], seconds: float = 10.0, what: str = "condition") -> None:
-    """Poll ``predicate`` on the loop until true; fail with ``what`` after ``seconds``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)

@@ -1,6 +1,7 @@
 """``thermo-bridge-sim``: simulated thermostats and sensors speaking the device protocol.
 
-Used by the demo, the end-to-end tests and the benchmarks. Every simulated device has its
+Used by the demo and the tests. The devices announce the configs of ``devices``
+(``simulated_thermostat``, ``simulated_sensor``). Every simulated device has its
 own MQTT connection, like a real one, so each has its own last will (retained ``offline`` on
 its availability topic). All connections are driven by one background thread with one
 ``selectors`` loop over paho's external-loop API (``loop_read``/``loop_write``/``loop_misc``):
@@ -49,15 +50,10 @@ from thermo_bridge_protocol import (
     Command,
     DeviceConfig,
     DeviceEvent,
-    DeviceKind,
-    HumidityRange,
     HvacAction,
     HvacMode,
-    Measurement,
     MessageKind,
     ProtocolError,
-    Setpoint,
-    ThermostatCapabilities,
     decode_object,
     device_topic,
     encode_ack,
@@ -65,17 +61,17 @@ from thermo_bridge_protocol import (
     encode_config,
     encode_event,
     parse_command,
+    parse_config,
     validate_base_topic,
 )
 from thermo_bridge_protocol.codec import COMMAND_ID_RE
 
+from . import devices
+
 _LOGGER = logging.getLogger(__name__)
 
-THERMOSTAT_EVENTS = ("button_press", "window_open_detected", "fault")
-SENSOR_EVENTS = ("button_press", "tamper")
 PRESET_TEMPERATURES = {"eco": 18.0, "comfort": 21.0, "away": 15.0, "boost": 24.0}
-FAN_MODES = ("auto", "low", "medium", "high")
-AREAS = ("Living room", "Bedroom", "Kitchen", "Office", "Bathroom", "Hallway")
+"""The setpoint each preset of ``devices.SIMULATED_PRESETS`` moves a simulated thermostat to."""
 
 REPORT_INTERVAL = 5.0
 """Natural cadence: seconds between two reports of one device (jittered ±20 %)."""
@@ -124,60 +120,9 @@ class SimDevice:
         return self.config.thermostat is not None
 
 
-def thermostat_config(device_id: str, index: int) -> DeviceConfig:
-    """The config every simulated thermostat announces."""
-    return DeviceConfig(
-        device_id=device_id,
-        kind=DeviceKind.THERMOSTAT,
-        name=f"Simulated thermostat {index}",
-        measurements=(
-            Measurement("temperature", "°C", 1),
-            Measurement("humidity", "%", 0),
-            Measurement("battery", "%", 0),
-            Measurement("signal", "dBm", 0),
-        ),
-        manufacturer="thermo_bridge",
-        model="SimTherm 1",
-        sw_version="1.0.0",
-        suggested_area=AREAS[(index - 1) % len(AREAS)],
-        events=THERMOSTAT_EVENTS,
-        thermostat=ThermostatCapabilities(
-            hvac_modes=(HvacMode.OFF, HvacMode.HEAT, HvacMode.COOL, HvacMode.HEAT_COOL, HvacMode.AUTO),
-            temperature_unit="°C",
-            setpoint=Setpoint.BOTH,
-            min_temp=7.0,
-            max_temp=35.0,
-            temp_step=0.5,
-            presets=tuple(PRESET_TEMPERATURES),
-            fan_modes=FAN_MODES,
-            humidity=HumidityRange(30.0, 70.0, 1.0),
-        ),
-    )
-
-
-def sensor_config(device_id: str, index: int) -> DeviceConfig:
-    """The config every simulated sensor announces."""
-    return DeviceConfig(
-        device_id=device_id,
-        kind=DeviceKind.SENSOR,
-        name=f"Simulated sensor {index}",
-        measurements=(
-            Measurement("temperature", "°C", 1),
-            Measurement("humidity", "%", 0),
-            Measurement("battery", "%", 0),
-            Measurement("co2", "ppm", 0),
-            Measurement("pressure", "hPa", 1),
-            Measurement("illuminance", "lx", 0),
-            Measurement("signal", "dBm", 0),
-            Measurement("window_open"),
-            Measurement("low_battery"),
-        ),
-        manufacturer="thermo_bridge",
-        model="SimSense 1",
-        sw_version="1.0.0",
-        suggested_area=AREAS[(index - 1) % len(AREAS)],
-        events=SENSOR_EVENTS,
-    )
+def device_config(wire: devices.WireConfig) -> DeviceConfig:
+    """A config of ``devices`` as the protocol's model (the simulator answers commands with it)."""
+    return parse_config(devices.encode(wire))
 
 
 def _round(value: float, precision: int | None) -> float:
@@ -233,10 +178,10 @@ class Simulator:
         self.started_at: float | None = None
         for i in range(1, thermostats + 1):
             device_id = f"{id_prefix}_thermostat_{i}"
-            self.devices[device_id] = SimDevice(device_id, thermostat_config(device_id, i))
+            self.devices[device_id] = SimDevice(device_id, device_config(devices.simulated_thermostat(device_id, i)))
         for i in range(1, sensors + 1):
             device_id = f"{id_prefix}_sensor_{i}"
-            self.devices[device_id] = SimDevice(device_id, sensor_config(device_id, i))
+            self.devices[device_id] = SimDevice(device_id, device_config(devices.simulated_sensor(device_id, i)))
         for device in self.devices.values():
             self._init_model(device)
         self._by_client: dict[mqtt.Client, SimDevice] = {}
