@@ -2,12 +2,13 @@
 // Generates the SDK's wire types from the server's own contracts:
 //   rest.ts      from addon/thermo_bridge_server/http/openapi.json (openapi-typescript)
 //   messages.ts  from docs/asyncapi.yaml's components.schemas (json-schema-to-typescript)
-//   protocol.ts  from docs/schemas/config.schema.json, the device config wire form that the
-//                snapshot's and the device_added/updated events' `config` carry (same tool)
+//   protocol.ts  from the device config's JSON Schema (docs/schemas/, the payload of the
+//                AsyncAPI document's deviceConfig message), the wire form that the snapshot's
+//                and the device_added/updated events' `config` carry (same tool)
 // Usage: node scripts/generate-types.mjs <out-dir>. `npm run generate` refreshes src/generated;
 // test/generated.test.ts regenerates into a temporary folder and fails on any difference.
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 import { compile } from "json-schema-to-typescript";
@@ -18,7 +19,6 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, "../../..");
 export const OPENAPI = join(REPO, "addon/thermo_bridge_server/http/openapi.json");
 export const ASYNCAPI = join(REPO, "docs/asyncapi.yaml");
-export const CONFIG_SCHEMA = join(REPO, "docs/schemas/config.schema.json");
 
 const banner = (source, tool) =>
   `// Generated from ${source} by ${tool} (clients/js/scripts/generate-types.mjs).\n` +
@@ -92,9 +92,11 @@ async function messageTypes() {
 }
 
 async function protocolTypes() {
-  const schema = JSON.parse(await readFile(CONFIG_SCHEMA, "utf8"));
+  const doc = parse(await readFile(ASYNCAPI, "utf8"));
+  const file = join(dirname(ASYNCAPI), doc.components.messages.deviceConfig.payload.$ref);
+  const schema = JSON.parse(await readFile(file, "utf8"));
   const body = await compile({ ...schema, title: "DeviceConfig" }, "DeviceConfig", { bannerComment: "", maxItems: -1 });
-  return banner("docs/schemas/config.schema.json", "json-schema-to-typescript") + "\n" + body;
+  return banner(`docs/${relative(dirname(ASYNCAPI), file)}`, "json-schema-to-typescript") + "\n" + body;
 }
 
 export async function generate(outDir) {

@@ -8,7 +8,7 @@ export type RealtimeMessage = ServerMessage | ClientMessage | SseMessage;
 /**
  * Everything the server sends on the WebSocket (operation sendServerMessages).
  */
-export type ServerMessage = AuthRequired | AuthOk | AuthInvalid | TokenExpired | Result | Pong | EventMessage;
+export type ServerMessage = AuthRequired | AuthOk | AuthInvalid | TokenExpired | Status | Result | Pong | EventMessage;
 /**
  * The event log's id; a recreated database has another one.
  */
@@ -67,7 +67,7 @@ export type Homes = Home[];
 /**
  * The data of every Server-Sent Event (channel sse).
  */
-export type SseMessage = Position | Snapshot | Event;
+export type SseMessage = ServerStatus | Position | Snapshot | Event;
 
 export interface AuthRequired {
   type: "auth_required";
@@ -81,6 +81,20 @@ export interface AuthOk {
   expires_at: number | null;
   epoch: Epoch;
   offset: Offset;
+  status?: ServerStatus;
+}
+export interface ServerStatus {
+  broker: BrokerStatus;
+}
+export interface BrokerStatus {
+  /**
+   * Whether the server is connected to the MQTT broker: false means no device data arrives and commands fail (broker_unavailable).
+   */
+  connected: boolean;
+  /**
+   * Epoch seconds of the last change (the server's start before the first one).
+   */
+  since: number;
 }
 export interface AuthInvalid {
   type: "auth_invalid";
@@ -89,6 +103,10 @@ export interface AuthInvalid {
 }
 export interface TokenExpired {
   type: "token_expired";
+}
+export interface Status {
+  type: "status";
+  broker: BrokerStatus;
 }
 export interface AuthResult {
   sub: string;
@@ -126,7 +144,7 @@ export interface State {
 }
 export interface SubscribeResult {
   recovered: boolean;
-  reason?: "no_position" | "epoch_changed" | "offset_expired";
+  reason?: "no_position" | "epoch_changed" | "offset_expired" | "offset_unknown";
   epoch: Epoch;
   offset: Offset;
   snapshot?: Snapshot;
@@ -285,7 +303,7 @@ export interface SendCommandCommand {
 }
 export interface Position {
   recovered: boolean;
-  reason?: "no_position" | "epoch_changed" | "offset_expired";
+  reason?: "no_position" | "epoch_changed" | "offset_expired" | "offset_unknown";
   epoch: Epoch;
   offset: Offset;
 }

@@ -1,4 +1,4 @@
-// Generated from docs/schemas/config.schema.json by json-schema-to-typescript (clients/js/scripts/generate-types.mjs).
+// Generated from docs/schemas/device-config.schema.json by json-schema-to-typescript (clients/js/scripts/generate-types.mjs).
 // Do not edit: run `npm run generate -w @thermo-bridge/client` after changing the source.
 
 /**

@@ -206,6 +206,66 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/ws": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The real-time WebSocket API (the messages: docs/asyncapi.yaml, docs/websocket.md)
+         * @description An upgrade to a WebSocket. The token is sent in the first message, never in the URL; a browser's Origin must be the server's own or one of cors_origins.
+         */
+        get: operations["openWebSocket"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The same events as Server-Sent Events (text/event-stream)
+         * @description Requires the `read:devices` permission.
+         */
+        get: operations["streamEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/events/tickets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A single-use ticket for one EventSource connection (browsers cannot send headers)
+         * @description Requires the `read:devices` permission.
+         */
+        post: operations["createEventTicket"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -303,6 +363,8 @@ export interface components {
         };
         DeviceList: {
             devices: components["schemas"]["Device"][];
+            /** @description The next page (path and query, same filters), or null after the last one. */
+            next: string | null;
         };
         State: {
             device_id: string;
@@ -346,6 +408,12 @@ export interface components {
                 fan_mode?: string;
                 swing_mode?: string;
             };
+        };
+        Ticket: {
+            /** @description Pass as ?ticket= to GET /api/v1/events, once. */
+            ticket: string;
+            /** @description Seconds the ticket stays valid. */
+            expires_in: number;
         };
         Command: {
             id: string;
@@ -493,6 +561,10 @@ export interface operations {
                 online?: boolean;
                 /** @description Only this home (among the caller's). */
                 home?: string;
+                /** @description Devices per page. */
+                limit?: number;
+                /** @description Only devices whose id sorts after this one (the last id of the previous page). */
+                after?: string;
             };
             header?: never;
             path?: never;
@@ -500,7 +572,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The devices, ordered by id. */
+            /** @description A page of devices, ordered by id; `next` links the following one. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -617,7 +689,10 @@ export interface operations {
     sendCommand: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the command safe to send again: the same user sending the same key gets the existing command (its current status) and nothing is published twice. The WebSocket's send_command honours the same keys. */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 /** @description The device id (a topic segment). */
                 device_id: string;
@@ -645,6 +720,15 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            /** @description The idempotency key was used for another device or other values. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             /** @description The device refuses these values (details: protocol reason and path). */
@@ -830,6 +914,118 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeadLetterList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    openWebSocket: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Switching protocols: the auth phase starts with auth_required. */
+            101: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The Origin is not allowed (origin_not_allowed). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not a WebSocket upgrade request (upgrade_required). */
+            426: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            429: components["responses"]["TooManyRequests"];
+            /** @description The server is shutting down. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    streamEvents: {
+        parameters: {
+            query?: {
+                /** @description Only these devices (comma-separated ids). */
+                devices?: string;
+                /** @description Only these kinds (thermostat, sensor). */
+                kinds?: string;
+                /** @description Only these homes. */
+                homes?: string;
+                /** @description Only these event types. */
+                events?: string;
+                /** @description Resume after this position (as Last-Event-ID). */
+                since?: string;
+                /** @description A ticket from POST events/tickets. */
+                ticket?: string;
+            };
+            header?: {
+                /** @description Set by EventSource on reconnect: resume after it. */
+                "Last-Event-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An endless stream: ready, a snapshot when not resumed, then every matching event (SSE id <epoch>:<offset>) and keep-alive comments (docs/websocket.md). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    createEventTicket: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Valid for expires_in seconds, once, on any replica. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Ticket"];
                 };
             };
             400: components["responses"]["BadRequest"];
