@@ -15,7 +15,7 @@ import {
   type SubscriptionHandlers,
   WsSubscription,
 } from "./subscription.js";
-import type { Command, CommandValues, Filters, Position, ServerEvent } from "./types.js";
+import type { Command, CommandValues, Filters, Position, ServerEvent, ServerStatus } from "./types.js";
 import { apiUrl, webSocketUrl } from "./url.js";
 
 export interface ClientOptions {
@@ -76,6 +76,8 @@ export interface ClientEvents {
   error: unknown;
   /** An event was dropped because its offset was not after the subscription's position. */
   duplicate: { readonly subscription: Subscription; readonly event: ServerEvent };
+  /** The server lost or regained the MQTT broker (no device data, commands fail, while it is lost). */
+  status: ServerStatus;
 }
 
 export interface ClientStats {
@@ -112,6 +114,7 @@ export class ThermoBridgeClient {
   /** The connection once authenticated: commands go out on it. */
   #ready: Connection | undefined;
   #tokenRejected = false;
+  #serverStatus: ServerStatus | undefined;
 
   constructor(options: ClientOptions) {
     this.#options = options;
@@ -128,6 +131,11 @@ export class ThermoBridgeClient {
 
   get state(): ConnectionState {
     return this.#state;
+  }
+
+  /** The server's last reported broker connection; undefined before the first auth_ok. */
+  get serverStatus(): ServerStatus | undefined {
+    return this.#serverStatus;
   }
 
   on<K extends keyof ClientEvents>(type: K, listener: (value: ClientEvents[K]) => void): () => void {
@@ -213,6 +221,10 @@ export class ThermoBridgeClient {
           ready: (auth) => this.#onReady(connection, auth),
           closed: (info) => this.#onClosed(connection, info),
           refreshFailed: (error) => this.#emitter.emit("error", error),
+          status: (status) => {
+            this.#serverStatus = status;
+            this.#emitter.emit("status", status);
+          },
         },
       );
       this.#connection = connection;

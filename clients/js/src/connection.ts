@@ -2,7 +2,7 @@ import { type Clock, Timer } from "./clock.js";
 import { wireError } from "./errors.js";
 import type * as Wire from "./generated/messages.js";
 import type { TokenProvider, WebSocketConstructor, WebSocketLike } from "./socket.js";
-import type { CommandBody, ServerEvent } from "./types.js";
+import type { CommandBody, ServerEvent, ServerStatus } from "./types.js";
 
 /** How one socket ended. */
 export interface CloseInfo {
@@ -32,6 +32,8 @@ export interface ConnectionHandlers {
   closed(info: CloseInfo): void;
   /** A token refresh failed; the connection goes on until the token expires. */
   refreshFailed(error: unknown): void;
+  /** The server's broker connection, as auth_ok and every later change report it. */
+  status(status: ServerStatus): void;
 }
 
 type ResultHandler = (result: Wire.Result) => void;
@@ -123,6 +125,10 @@ export class Connection {
         this.#scheduleRefresh();
         this.#pingTimer.start(this.#options.heartbeatMs, () => this.#ping());
         this.#handlers.ready(message);
+        if (message.status) this.#handlers.status(message.status);
+        break;
+      case "status":
+        this.#handlers.status({ broker: message.broker });
         break;
       case "auth_invalid":
         this.#authError = { code: message.code, message: message.message }; // the close follows

@@ -8,7 +8,7 @@ export {
 } from "./client.js";
 export type { Clock } from "./clock.js";
 export { ApiError, CommandError, type CommandErrorCode } from "./errors.js";
-export { type EventTicket, type FetchLike, type HistoryOptions, RestClient, type RestOptions, type TimeLike } from "./rest.js";
+export { type FetchLike, type HistoryOptions, RestClient, type RestOptions, type TimeLike } from "./rest.js";
 export type { TokenProvider, TokenRequest, WebSocketConstructor, WebSocketLike } from "./socket.js";
 export { SseClient, type SseClientEvents, type SseClientOptions, type StreamState } from "./sse.js";
 export { MemoryStorage, type StorageLike } from "./storage.js";

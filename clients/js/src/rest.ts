@@ -1,7 +1,7 @@
 import { ApiError } from "./errors.js";
 import { randomKey } from "./random.js";
 import type { TokenProvider } from "./socket.js";
-import type { Command, CommandValues, Device, DeviceQuery, DeviceState, ErrorBody, History } from "./types.js";
+import type { Command, CommandValues, Device, DeviceQuery, DeviceState, ErrorBody, EventTicket, History } from "./types.js";
 import { apiUrl } from "./url.js";
 
 export type FetchLike = (input: URL, init: RequestInit) => Promise<Response>;
@@ -28,12 +28,6 @@ export interface HistoryOptions {
   readonly resolution?: number | string;
   /** At most this many points (the server's default and ceiling: 10,000). */
   readonly limit?: number;
-}
-
-/** A single-use ticket that authenticates one SSE stream (`POST /events/tickets`). */
-export interface EventTicket {
-  readonly ticket: string;
-  readonly expires_in: number;
 }
 
 interface Call {

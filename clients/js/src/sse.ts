@@ -8,7 +8,7 @@ import type { TokenProvider } from "./socket.js";
 import { type StorageLike, StoredValue, browserStorage } from "./storage.js";
 import { SseParser } from "./sse-parser.js";
 import type { Reset, SubscribeOptions, Subscription, SubscriptionHandlers } from "./subscription.js";
-import type { Filters, Position, ServerEvent, Snapshot } from "./types.js";
+import type { Filters, Position, ServerEvent, ServerStatus, Snapshot } from "./types.js";
 import { apiUrl } from "./url.js";
 
 export interface SseClientOptions {
@@ -33,6 +33,8 @@ export type StreamState =
 
 export interface SseClientEvents {
   state: StreamState & { readonly subscription: Subscription };
+  /** The server lost or regained the MQTT broker (every stream reports it). */
+  status: ServerStatus;
   reset: Reset & { readonly subscription: Subscription };
   error: unknown;
   duplicate: { readonly subscription: Subscription; readonly event: ServerEvent };
@@ -218,8 +220,11 @@ class SseStream implements Subscription {
       this.#handlers.onReset?.(reset);
       this.#context.emit("reset", { ...reset, subscription: this });
       this.#live();
+    } else if (type === "status") {
+      this.#context.emit("status", JSON.parse(data) as ServerStatus);
     } else {
       const event = JSON.parse(data) as ServerEvent;
+      if (event.type !== type) return; // not an event of the log (a newer server's message)
       if (this.#tracker.accept(event)) this.#handlers.onEvent(event);
       else {
         this.#context.duplicate();

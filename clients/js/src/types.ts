@@ -28,6 +28,8 @@ export type CommandValues = Schemas["CommandRequest"]["values"];
 /** The body of every REST error. */
 export type ErrorBody = Schemas["Error"]["error"];
 export type DeviceQuery = NonNullable<operations["listDevices"]["parameters"]["query"]>;
+/** A single-use ticket that authenticates one SSE stream (`POST /events/tickets`). */
+export type EventTicket = Schemas["Ticket"];
 
 // ---- real-time (WebSocket and SSE)
 
@@ -40,6 +42,9 @@ export interface Position {
   readonly epoch: Wire.Epoch;
   readonly offset: Wire.Offset;
 }
+
+/** Whether the server reaches the MQTT broker (no device data and no commands while it does not). */
+export type ServerStatus = Wire.ServerStatus;
 
 /** What a subscription selects; every given filter must match (docs/websocket.md). */
 export type Filters = Pick<Wire.SubscribeCommand, "devices" | "kinds" | "homes" | "events">;
