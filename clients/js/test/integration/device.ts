@@ -8,6 +8,8 @@ const BASE = "thermo_bridge";
 export type Answer = "ok" | "error" | "silent";
 
 export class TestDevice {
+  /** Every device still connected, so a suite can close them even after a failed test. */
+  static readonly open = new Set<TestDevice>();
   readonly id: string;
   /** How the next commands are answered. */
   answer: Answer = "ok";
@@ -19,6 +21,11 @@ export class TestDevice {
     this.id = id;
     this.#client = client;
     client.on("message", (_topic, payload) => this.#onCommand(payload));
+    TestDevice.open.add(this);
+  }
+
+  static async closeAll(): Promise<void> {
+    await Promise.all([...TestDevice.open].map((device) => device.close()));
   }
 
   static async connect(brokerUrl: string, id: string): Promise<TestDevice> {
@@ -65,6 +72,7 @@ export class TestDevice {
   }
 
   async close(): Promise<void> {
+    TestDevice.open.delete(this);
     await this.#client.endAsync();
   }
 

@@ -45,6 +45,7 @@ describe("the real-time API through the SDK", () => {
 
   after(async () => {
     for (const each of clients) each.close();
+    await TestDevice.closeAll();
     await stack.stop();
     assert.deepEqual(wire.violations, [], "every frame matches docs/asyncapi.yaml");
   });

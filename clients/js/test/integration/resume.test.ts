@@ -39,6 +39,7 @@ describe("resume and the offline queue against a restarting server", () => {
 
   after(async () => {
     for (const each of clients) each.close();
+    await TestDevice.closeAll();
     await stack.stop();
     assert.deepEqual(wire.violations, [], "every frame matches docs/asyncapi.yaml");
   });
