@@ -283,6 +283,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What this server is, with links to its API document, health and metrics (unauthenticated) */
+        get: operations["getIndex"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/health/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Liveness: the server runs and answers (unauthenticated; the add-on's HEALTHCHECK) */
+        get: operations["getLiveness"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/internal/v1/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The server's figures for Home Assistant's Thermo Bridge integration (internal token only) */
+        get: operations["getServerStatus"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -290,7 +341,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Liveness and readiness (unauthenticated) */
+        /** Readiness: broker connected and store answering (unauthenticated) */
         get: operations["getHealth"];
         put?: never;
         post?: never;
@@ -465,6 +516,30 @@ export interface components {
                 ok: boolean;
                 error?: string;
             };
+        };
+        Liveness: {
+            /** @constant */
+            status: "alive";
+            version: string;
+        };
+        /** @description What Home Assistant's Thermo Bridge integration shows of the server. */
+        ServerStatus: {
+            version: string;
+            /** @description The devices' MQTT base topic this server serves. */
+            base_topic: string;
+            broker_connected: boolean;
+            /** @description The store answers a small read. */
+            store_ok: boolean;
+            /** @description Open WebSocket and SSE streams. */
+            web_clients: number;
+            /** @description MQTT messages taken in. */
+            messages_per_minute: number;
+            /** @description MQTT messages rejected since start. */
+            rejected_total: number;
+            /** @description Space the stored data takes; null when the store cannot tell now. */
+            database_bytes: number | null;
+            /** @description Devices with a known config. */
+            devices: number;
         };
     };
     responses: {
@@ -1053,6 +1128,69 @@ export interface operations {
                     "application/json": Record<string, unknown>;
                 };
             };
+        };
+    };
+    getIndex: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A small HTML page. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+        };
+    };
+    getLiveness: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Always, while the server serves HTTP. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Liveness"];
+                };
+            };
+        };
+    };
+    getServerStatus: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Version, readiness and load. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerStatus"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
         };
     };
     getHealth: {
