@@ -13,9 +13,8 @@ export type PersistedCommand = { readonly key: string; readonly device_id: strin
  * burst of 100: a full queue flushed after a reconnect must trickle out, not flood.
  */
 const WINDOW = 16;
-// Commands of one device also go one at a time (the next after the previous one's result, by
-// which time the server has published it): the server runs a connection's commands
-// concurrently, and three setpoints queued offline must reach the device in the order given.
+// Order needs nothing here: the server publishes a connection's commands to one device in the
+// order of their messages, so setpoints queued offline reach the device in the order given.
 
 interface Entry {
   readonly key: string;
@@ -25,8 +24,6 @@ interface Entry {
   accepted: boolean;
   /** The connection it was last sent on. */
   sentOn?: Connection | undefined;
-  /** Sent on that connection, its result not back yet. */
-  awaitingResult?: boolean;
   /** Absent for commands restored from storage: their outcome is only reported as an event. */
   readonly settle?: { resolve(command: Command): void; reject(error: Error): void };
 }
@@ -92,25 +89,14 @@ export class CommandQueue {
     for (const entry of entries) entry.settle?.reject(new CommandError("closed", "the client was closed"));
   }
 
-  /**
-   * Sends, oldest first, what this connection has not sent yet: at most WINDOW awaiting their
-   * result, and for each device only once its earlier commands' results are back.
-   */
+  /** Sends, oldest first, what this connection has not sent yet, while fewer than WINDOW results are outstanding. */
   #pump(): void {
     const connection = this.#connection;
     if (!connection) return;
-    const busy = new Set<string>();
     for (const entry of this.#entries.values()) {
-      const sent = entry.sentOn === connection;
-      if ((sent && entry.awaitingResult) || (!sent && busy.has(entry.deviceId))) {
-        busy.add(entry.deviceId);
-        continue;
-      }
-      if (sent) continue;
       if (this.#inFlight >= WINDOW) return;
+      if (entry.sentOn === connection) continue;
       entry.sentOn = connection;
-      entry.awaitingResult = true;
-      busy.add(entry.deviceId);
       this.#inFlight += 1;
       this.#transmit(connection, entry);
     }
@@ -121,7 +107,6 @@ export class CommandQueue {
       { type: "send_command", device_id: entry.deviceId, values: entry.values, idempotency_key: entry.key },
       (result) => {
         this.#inFlight -= 1;
-        entry.awaitingResult = false;
         if (!result.success) {
           this.#drop(entry);
           entry.settle?.reject(wireError(result.error));
