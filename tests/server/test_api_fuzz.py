@@ -117,7 +117,7 @@ async def test_schemathesis_finds_nothing(stack: ServerStack, tmp_path: Path) ->
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SCHEMATHESIS_TELEMETRY": "false"}
     proc = await asyncio.create_subprocess_exec(
-        *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *command, cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     output, _ = await asyncio.wait_for(proc.communicate(), TIME_BUDGET + 60)
     text = output.decode(errors="replace")
