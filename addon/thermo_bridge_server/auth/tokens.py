@@ -70,6 +70,8 @@ class Principal:
     permissions: frozenset[str]
     homes: frozenset[str] = frozenset()
     expires_at: float | None = None  # the token's exp (epoch seconds); lets long-lived sockets expire
+    every_home: bool = False
+    """Sees every home without being an admin: only tokens this server minted itself (ingress) say so."""
 
     def has(self, permission: str) -> bool:
         """Strict membership: ``admin`` does not imply the others unless the API says so."""
@@ -168,6 +170,19 @@ class SigningKey:
     alg: str | None
 
 
+@dataclass(frozen=True)
+class LocalIssuer:
+    """Tokens this server signs itself (the ingress panel's): their key, issuer and audience.
+
+    Verified by the same checks as the tenant's; the key id picks which issuer's rules apply,
+    so a token signed with the local key but naming the tenant (or the reverse) is refused.
+    """
+
+    key: SigningKey
+    issuer: str
+    audience: str
+
+
 def parse_jwks(document: object, algorithms: Iterable[str]) -> dict[str, SigningKey]:
     """Usable signing keys by kid; keys that are not RSA signing keys for our algorithms are skipped."""
     if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
@@ -234,6 +249,7 @@ class Authenticator:
         session: aiohttp.ClientSession,
         *,
         static_jwks: Mapping[str, Any] | None = None,
+        local: LocalIssuer | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -250,6 +266,7 @@ class Authenticator:
         self._failed_at: float | None = None
         self._inflight: asyncio.Task[None] | None = None
         self._static = static_jwks is not None
+        self._local = local
         self.stats = AuthStats()
         if static_jwks is not None:
             self._keys = parse_jwks(static_jwks, settings.algorithms)
@@ -323,6 +340,7 @@ class Authenticator:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _RejectedError("token header has no key id")
+        local = self._local if self._local is not None and kid == self._local.key.kid else None
         key = await self._key_for(kid)
         if key is None:
             raise _RejectedError("unknown signing key")
@@ -333,8 +351,8 @@ class Authenticator:
                 token,
                 key=key.key,
                 algorithms=[alg],
-                audience=settings.audience,
-                issuer=settings.issuer,
+                audience=local.audience if local else settings.audience,
+                issuer=local.issuer if local else settings.issuer,
                 leeway=settings.leeway,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_signature": True},
             )
@@ -352,7 +370,7 @@ class Authenticator:
             raise _RejectedError("signature verification failed") from None
         except jwt.PyJWTError:
             raise _RejectedError("malformed token") from None
-        principal = self._principal(claims)
+        principal = self._principal(claims, every_home=local is not None)
         # Clients reuse a token for many requests: remember the verified result until exp
         # (exp and the key are re-checked on every hit; nbf/iat only get more valid with time).
         if len(self._verified) >= _VERIFIED_CACHE_SIZE:
@@ -360,7 +378,7 @@ class Authenticator:
         self._verified[token] = (principal, key)
         return principal
 
-    def _principal(self, claims: Mapping[str, Any]) -> Principal:
+    def _principal(self, claims: Mapping[str, Any], *, every_home: bool = False) -> Principal:
         settings = self.settings
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
@@ -388,9 +406,12 @@ class Authenticator:
             permissions=frozenset(permissions),
             homes=homes,
             expires_at=float(exp) if isinstance(exp, int | float) else None,
+            every_home=every_home,
         )
 
     async def _key_for(self, kid: str) -> SigningKey | None:
+        if self._local is not None and kid == self._local.key.kid:
+            return self._local.key
         if self._static:
             return self._keys.get(kid)
         now = self._clock()
