@@ -73,6 +73,8 @@ async def start_ours(broker: Mosquitto, tmp: Path, pub: Publisher, devices: int)
         "THERMO_BRIDGE_WS_ALLOW_NO_ORIGIN": "true",
         "THERMO_BRIDGE_WS_MAX_CONNECTIONS_PER_USER": "10000",
         "THERMO_BRIDGE_RATE_LIMIT_PER_MINUTE": "1000000",
+        # Every load-generator client comes from one address: the per-address handshake limit is not under test.
+        "THERMO_BRIDGE_WS_HANDSHAKES_PER_MINUTE": "1000000",
         "THERMO_BRIDGE_OPTIONS_FILE": "",
         "THERMO_BRIDGE_LOG_LEVEL": "warning",
     }

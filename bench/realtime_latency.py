@@ -178,6 +178,8 @@ async def trial(variant: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
                 "THERMO_BRIDGE_DEV_KEY_PATH": str(key),
                 "THERMO_BRIDGE_WS_ALLOW_NO_ORIGIN": "true",
                 "THERMO_BRIDGE_RATE_LIMIT_PER_MINUTE": "1000000",
+                # Every load-generator client comes from one address: the per-address handshake limit is not under test.
+                "THERMO_BRIDGE_WS_HANDSHAKES_PER_MINUTE": "1000000",
                 "THERMO_BRIDGE_OPTIONS_FILE": "",
                 "THERMO_BRIDGE_LOG_LEVEL": "warning",
             }

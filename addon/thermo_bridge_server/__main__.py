@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .app import COMPONENTS, SHUTDOWN_TIMEOUT, announce_to_supervisor, create_app, server_version
 from .auth.devauth import DevAuthError
@@ -28,6 +29,29 @@ from .supervisor import SupervisorError, resolve_supervisor_mqtt
 _LOGGER = logging.getLogger("thermo_bridge_server")
 
 
+class _HttpParserErrorFilter(logging.Filter):
+    """A request aiohttp cannot parse becomes one debug line, not an error with a traceback.
+
+    aiohttp's traceback quotes the offending bytes (a bearer token, for an oversized
+    Authorization header), and anyone can send such requests: they are not the server's
+    errors and must neither flood the log nor put credentials in it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "Refused a malformed HTTP request from %s: %s (%d)"
+            record.args = (
+                record.args[0] if isinstance(record.args, tuple) and record.args else "?",
+                type(exc).__name__,
+                exc.code,
+            )
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -36,6 +60,7 @@ def _configure_logging(level: str) -> None:
     )
     if level != "debug":  # paho and aiohttp's access log are noisy at info
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_HttpParserErrorFilter())
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -121,11 +146,7 @@ async def _serve(config: ServerConfig, sock: socket.socket, stop: asyncio.Event,
         return 0 if config.supervised else 1
     components = app[COMPONENTS]
     components.port = int(sock.getsockname()[1])
-    # max_field_size: aiohttp's 8190-byte header limit would answer an 8 KiB bearer token with its
-    # own plain 400 before our auth sees it; the auth layer enforces the token limit instead.
-    runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False, max_field_size=16_384
-    )
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
     components.metrics.open_connections = lambda: len(runner.server.connections) if runner.server else 0
     try:
         await _until_stopped(runner.setup(), stop)  # runs start-up: store, MQTT, ingest

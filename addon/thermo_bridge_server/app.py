@@ -46,6 +46,7 @@ _LOGGER = logging.getLogger(__name__)
 
 RETENTION_INTERVAL = 3600.0
 SHUTDOWN_TIMEOUT = 10.0
+MAX_HEADER_FIELD_BYTES = 16_384
 THROUGHPUT_SAMPLE_INTERVAL = 5.0
 
 
@@ -154,6 +155,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             allow_no_origin=config.ws_allow_no_origin,
             max_connections_per_user=config.ws_max_connections_per_user,
             max_message_bytes=config.ws_max_message_bytes,
+            handshakes_per_minute=config.ws_handshakes_per_minute,
         ),
         limiter,
     )
@@ -183,9 +185,12 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             auth_middleware(authenticator, protected_prefix=API_PREFIX), self_authenticating=SELF_AUTHENTICATING
         ),
         client_max_size=config.max_body_bytes,
+        # aiohttp's 8190-byte header limit would answer a token near max_token_bytes with its own
+        # plain 400 before the auth layer sees it: the auth layer enforces the token limit (401).
+        handler_args={"max_field_size": MAX_HEADER_FIELD_BYTES},
     )
     app[COMPONENTS] = components
-    document = build_document(version)
+    document = build_document(version, homes_claim=auth_settings.homes_claim)
     setup_http(
         app,
         HttpContext(
@@ -203,6 +208,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             metrics=metrics,
             openapi=lambda: document,
             rate_limiter=limiter,
+            address_limiter=RateLimiter(config.rate_limit_unauthenticated_per_minute),
             internal=InternalStatus(internal_token, functools.partial(status_figures, components)),
         ),
     )
@@ -253,7 +259,9 @@ async def _authenticator(
     config: ServerConfig, session: aiohttp.ClientSession
 ) -> tuple[Authenticator, DevIssuer | None]:
     if config.dev_auth:
-        dev_issuer = await asyncio.to_thread(DevIssuer, config.dev_key_path, issuer=dev_issuer_url(config), warn=True)
+        dev_issuer = await asyncio.to_thread(
+            DevIssuer, config.dev_key_path, issuer=dev_issuer_url(config), homes_claim=config.homes_claim, warn=True
+        )
         return dev_issuer.authenticator(session), dev_issuer
     if config.auth is None:  # load_config refuses this; keep the guard for programmatic use
         raise ValueError("auth settings are required unless dev_auth is enabled")

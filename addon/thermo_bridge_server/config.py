@@ -86,6 +86,9 @@ def _safe_repr(obj: object, secret: frozenset[str], urls: frozenset[str] = froze
     return f"{type(obj).__name__}({', '.join(items)})"
 
 
+DEFAULT_HOMES_CLAIM = "https://thermo-bridge.dev/homes"
+"""The access-token claim that lists a user's homes unless ``auth0_homes_claim`` names another."""
+
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 """Signature algorithms that can be checked against a JWKS of RSA keys."""
 
@@ -103,7 +106,7 @@ class AuthSettings:
     unknown_kid_cooldown: float = 60
     permissions_claim: str = "permissions"
     scope_claim: str = "scope"
-    homes_claim: str = "https://thermo-bridge.dev/homes"
+    homes_claim: str = DEFAULT_HOMES_CLAIM
     read_permission: str = "read:devices"
     write_permission: str = "write:devices"
     admin_permission: str = "admin"
@@ -184,12 +187,15 @@ class ServerConfig:
     default_home: str
     zeroconf: bool
     log_level: str
+    homes_claim: str = DEFAULT_HOMES_CLAIM
+    rate_limit_unauthenticated_per_minute: int = 60
     internal_token_path: str = "thermo_bridge_internal_token"  # noqa: S105 - a file name, not the token
     advertise_host: str | None = None
     ws_allow_no_origin: bool = False
     auth0_client_id: str | None = None
     ingress_permissions: tuple[str, ...] = ("read:devices", "write:devices")
     ws_max_connections_per_user: int = 20
+    ws_handshakes_per_minute: int = 120
     ws_max_message_bytes: int = 64 * 1024
     # Under the Supervisor: where its API is and the token for it (None when standalone).
     supervisor_url: str | None = None
@@ -379,6 +385,21 @@ def _permissions(value: object) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Claims the server reads for other purposes, or that RFC 7519 registers: never a homes claim.
+_RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "azp", "scope", "permissions"})
+
+
+def _claim_name(value: object) -> str:
+    name = _text()(value)
+    if len(name) > 256 or not name.isprintable():
+        raise vol.Invalid("must be at most 256 printable characters")
+    if name in _RESERVED_CLAIMS:
+        raise vol.Invalid(
+            f"{name!r} is a claim with another meaning; use a namespaced name like https://example.com/homes"
+        )
+    return name
+
+
 def _log_level(value: object) -> str:
     if not isinstance(value, str) or value.strip().lower() not in LOG_LEVELS:
         raise vol.Invalid(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -440,6 +461,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_body_bytes", _integer(256, 16 * 1024 * 1024), "largest accepted request body", 64 * 1024),
     Option("cors_origins", _origins, "web-app origins allowed by CORS (comma-separated)", ()),
     Option("rate_limit_per_minute", _integer(1, 1_000_000), "requests per minute per user", 120),
+    Option(
+        "rate_limit_unauthenticated_per_minute",
+        _integer(1, 1_000_000),
+        "requests refused with 401 per minute per client address before 429",
+        60,
+    ),
     Option("auth0_domain", _domain, "Auth0 tenant domain (issuer https://<domain>/)"),
     Option("auth0_audience", _text(), "Auth0 API audience (identifier)"),
     Option(
@@ -448,6 +475,7 @@ OPTIONS: tuple[Option, ...] = (
         "client id of the Auth0 Single Page Application the dashboard signs in with (public, not a secret)",
     ),
     Option("auth0_jwks_url", _url, "JWKS URL (default https://<domain>/.well-known/jwks.json)"),
+    Option("auth0_homes_claim", _claim_name, "access-token claim listing the user's homes", DEFAULT_HOMES_CLAIM),
     Option("auth_leeway", _number(0, 300), "clock skew tolerated on exp/nbf/iat, seconds", 30.0),
     Option("dev_auth", _boolean, "DEV ONLY: the server issues its own tokens", default=False, flag=True),
     Option("dev_key_path", _text(), "DEV ONLY: signing key file", "thermo_bridge_dev_key.pem", "/data/dev_key.pem"),
@@ -470,6 +498,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("ws_allow_no_origin", _boolean, "accept WebSockets without Origin (not browsers)", default=False, flag=True),
     Option("ws_max_connections_per_user", _integer(1, 10_000), "WebSocket and SSE streams one user may hold", 20),
+    Option("ws_handshakes_per_minute", _integer(1, 1_000_000), "WebSocket handshakes per minute per address", 120),
     Option("ws_max_message_bytes", _integer(1024, 16 * 1024 * 1024), "largest WebSocket message accepted", 64 * 1024),
     Option("log_level", _log_level, "debug, info, warning, error or critical", "info"),
 )  # fmt: skip
@@ -584,6 +613,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             audience=values["auth0_audience"],
             jwks_url=values["auth0_jwks_url"],
             leeway=values["auth_leeway"],
+            homes_claim=values["auth0_homes_claim"],
         )
     return ServerConfig(
         mqtt=mqtt,
@@ -602,6 +632,9 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         default_home=values["default_home"],
         zeroconf=values["zeroconf"],
         log_level=values["log_level"],
+        homes_claim=values["auth0_homes_claim"],
+        rate_limit_unauthenticated_per_minute=values["rate_limit_unauthenticated_per_minute"],
+        ws_handshakes_per_minute=values["ws_handshakes_per_minute"],
         internal_token_path=values["internal_token_path"] or _next_to_database(values["store_url"]),
         advertise_host=values["advertise_host"],
         ws_allow_no_origin=values["ws_allow_no_origin"],

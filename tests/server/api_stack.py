@@ -52,7 +52,7 @@ def make_config(broker: Mosquitto, db: Path, jwks: JwksServer, **env: str) -> Se
     values.update({f"THERMO_BRIDGE_{key.upper()}": value for key, value in env.items()})
     config = load_config([], values)
     # The test issuer is http://127.0.0.1:<port>/ (a real tenant is https://<domain>/).
-    return dataclasses.replace(config, auth=jwks.settings())
+    return dataclasses.replace(config, auth=jwks.settings(homes_claim=config.homes_claim))
 
 
 class ApiClient:

@@ -244,6 +244,14 @@ class JwksServer:
         signature = algorithm.sign(signing_input.encode(), algorithm.prepare_key(signer))
         return f"{signing_input}.{b64url(signature)}"
 
+    def sign_raw(self, header: str | bytes, payload: str | bytes, *, key: rsa.RSAPrivateKey | None = None) -> str:
+        """RS256 over exactly these header and payload bytes (repeated members, odd numbers, ...)."""
+        raw = [part.encode() if isinstance(part, str) else part for part in (header, payload)]
+        signing_input = f"{b64url(raw[0])}.{b64url(raw[1])}"
+        algorithm = jwt.get_algorithm_by_name("RS256")
+        signature = algorithm.sign(signing_input.encode(), key or self.private_key())
+        return f"{signing_input}.{b64url(signature)}"
+
     # -- handlers ---------------------------------------------------------------------
     async def _jwks_handler(self, request: web.Request) -> web.Response:
         self.requests[request.path] += 1

@@ -24,6 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.server.api_stack import ADMIN, RW, ServerStack
 from tests.waiting import wait_for
 from thermo_bridge_server.app import server_version
+from thermo_bridge_server.errors import ApiError
+from thermo_bridge_server.http.params import parse_time
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -219,6 +221,38 @@ async def test_history_bad_parameters_are_400(
     assert resp.status == 400
     assert resp.error["code"] == "invalid_parameter"
     assert resp.error["details"]["parameter"] == parameter
+
+
+UTC_2026 = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1795341600", UTC_2026),
+        ("1795341600.25", UTC_2026 + 0.25),
+        ("2026-11-22T10:00:00Z", UTC_2026),
+        ("2026-11-22t10:00:00z", UTC_2026),  # RFC 3339 allows lowercase
+        ("2026-11-22T12:30:00+02:30", UTC_2026),
+        ("2026-11-22T09:00:00.5-01:00", UTC_2026 + 0.5),
+        ("2016-12-31T23:59:60Z", dt.datetime(2017, 1, 1, tzinfo=dt.UTC).timestamp()),  # a leap second
+        ("0000-01-01T00:00:00Z", dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp() - 366 * 86400),
+        ("2026-11-22T10:00:00", UTC_2026),  # ISO-8601 without a zone: UTC
+        ("2026-11-22 10:00:00+00:00", UTC_2026),
+        ("2026-11-22", UTC_2026 - 10 * 3600),
+    ],
+)
+async def test_history_times_every_rfc_3339_date_time_and_epoch_seconds(text: str, expected: float) -> None:
+    assert parse_time(text, "start") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-02-30T00:00:00Z", "2026-11-22T10:00:00+24:00", "2026-11-22T10:00:00+01:60", "inf"]
+)
+async def test_history_times_that_are_no_time_are_400(text: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        parse_time(text, "end")
+    assert (refused.value.status, refused.value.details) == (400, {"parameter": "end"})
 
 
 # --------------------------------------------------------------------------- commands

@@ -86,6 +86,21 @@ def test_auth0_domain_accepts_a_url_form() -> None:
     assert config.auth.issuer == "https://tenant.us.auth0.com/"
 
 
+def test_homes_claim_is_an_option_for_auth0_and_dev_auth() -> None:
+    default = load_config(AUTH, env={})
+    assert default.auth is not None
+    assert default.auth.homes_claim == default.homes_claim == "https://thermo-bridge.dev/homes"
+    custom = load_config(AUTH, env={"THERMO_BRIDGE_AUTH0_HOMES_CLAIM": "https://example.com/homes"})
+    assert custom.auth is not None
+    assert custom.auth.homes_claim == custom.homes_claim == "https://example.com/homes"
+    dev = load_config(["--dev-auth", "--auth0-homes-claim", "homes"], env={})
+    assert dev.auth is None
+    assert dev.homes_claim == "homes"
+    for reserved in ("permissions", "scope", "aud", "x" * 257, "ho\x00mes"):
+        with pytest.raises(ConfigError, match="auth0_homes_claim"):
+            load_config([*AUTH, "--auth0-homes-claim", reserved], env={})
+
+
 # One invalid value per option that can be invalid (every option except free strings).
 INVALID: dict[str, str] = {
     "mqtt_host": " ",
@@ -110,11 +125,13 @@ INVALID: dict[str, str] = {
     "max_body_bytes": "12",
     "cors_origins": "ftp://x.example.com",
     "rate_limit_per_minute": "0",
+    "rate_limit_unauthenticated_per_minute": "-1",
     "auth0_domain": "not a domain",
     "auth0_audience": " ",
     "auth0_jwks_url": "file:///etc/passwd",
     "auth0_client_id": "client id with spaces",
     "ingress_permissions": "read:devices drop;table",
+    "auth0_homes_claim": "sub",
     "auth_leeway": "-5",
     "dev_auth": "sure",
     "dev_key_path": " ",
@@ -123,6 +140,7 @@ INVALID: dict[str, str] = {
     "log_level": "verbose",
     "ws_allow_no_origin": "sometimes",
     "ws_max_connections_per_user": "0",
+    "ws_handshakes_per_minute": "0",
     "ws_max_message_bytes": "100",
     "advertise_host": "thermo.local",
     "internal_token_path": " ",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from openapi_spec_validator import validate
 
 import thermo_bridge_server
 from tests.server.api_stack import ADMIN, DocumentSchemas, ServerStack, pointer_to, resolve
@@ -80,6 +82,31 @@ def test_document_is_valid_openapi_structure() -> None:
                 response = resolve(DOCUMENT, raw)
                 if int(status) >= 400 and path != "/health":  # /health answers 503 with its own body
                     assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
+def test_document_is_valid_for_openapi_spec_validator() -> None:
+    """The OpenAPI 3.1 meta-schema and its rules, as the validator made for them checks them."""
+    validate(json.loads(json.dumps(DOCUMENT)))  # raises OpenAPIValidationError with the first problem
+    served_shape = json.loads((Path(thermo_bridge_server.__file__).parent / "http" / "openapi.json").read_text())
+    validate(served_shape)
+
+
+def test_sub_pattern_is_exactly_str_isprintable() -> None:
+    """Every code point the document's sub pattern takes is one the server's check takes, and back."""
+    schema = DOCUMENT["paths"]["/api/v1/admin/grants/{sub}"]["get"]["parameters"][0]["schema"]
+    assert schema["maxLength"] == 256
+    one = re.compile(schema["pattern"].removeprefix("^").removesuffix("$").replace("{1,256}", ""))
+    mismatched = [c for c in map(chr, range(sys.maxunicode + 1)) if bool(one.fullmatch(c)) != c.isprintable()]
+    assert mismatched == []
+
+
+def test_stream_list_patterns_match_the_sse_limits() -> None:
+    from thermo_bridge_server.realtime.sse import _LISTS  # noqa: PLC0415 - the limits the handler enforces
+
+    params = {p["name"]: p for p in DOCUMENT["paths"]["/api/v1/events"]["get"]["parameters"]}
+    for name, (most, _longest) in _LISTS.items():
+        pattern = params[name]["schema"]["pattern"]
+        assert pattern.endswith(f"{{0,{most - 1}}}$"), name
 
 
 def test_response_validation_follows_references_and_rejects_what_the_document_forbids() -> None:

@@ -23,6 +23,10 @@ _LOGGER = logging.getLogger(__name__)
 
 # RFC 6750 §2.1 b64token.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# An auth-scheme (an RFC 9110 token), the whitespace after it, the next word and what follows.
+_CREDENTIALS = re.compile(
+    r"(?P<scheme>[!#$%&'*+.^_`|~0-9A-Za-z-]+)(?P<separator>\s*)(?P<token>\S*)(?P<rest>.*)", re.DOTALL
+)
 
 if TYPE_CHECKING or hasattr(web, "RequestKey"):
     PRINCIPAL_KEY = web.RequestKey("principal", Principal)
@@ -42,22 +46,29 @@ def _is_protected(request: web.Request, prefix: str) -> bool:
 
 
 def bearer_token(request: web.Request) -> str | None:
-    """The bearer token of the request; None without bearer credentials; ApiError 400 when malformed."""
+    """The bearer token of the request; None without bearer credentials; ApiError 400 when malformed.
+
+    RFC 6750 §2.1: ``credentials = "Bearer" 1*SP b64token`` (the scheme is case-insensitive,
+    RFC 9110 §11.1). Whether the token is a JWT is the Authenticator's question (401).
+    """
     values = request.headers.getall("Authorization", [])
     if not values:
         return None
     if len(values) > 1:
         raise invalid_request_error("more than one Authorization header")
-    parts = values[0].split()
-    if not parts or parts[0].lower() != "bearer":
+    match = _CREDENTIALS.fullmatch(values[0])
+    if match is None or match["scheme"].lower() != "bearer":
         return None  # another scheme (Basic, ...): no bearer credentials at all
-    if len(parts) == 1:
+    separator, token, rest = match["separator"], match["token"], match["rest"]
+    if not token:
         raise invalid_request_error("Bearer scheme without a token")
-    if len(parts) > 2:
+    if not separator or separator.strip(" "):
+        raise invalid_request_error("the scheme and the token must be separated by spaces")
+    if rest:
         raise invalid_request_error("unexpected data after the token")
-    if not _B64TOKEN.fullmatch(parts[1]):
+    if not _B64TOKEN.fullmatch(token):
         raise invalid_request_error("token contains characters not allowed in a bearer token")
-    return parts[1]
+    return token
 
 
 def _is_cors_preflight(request: web.Request) -> bool:

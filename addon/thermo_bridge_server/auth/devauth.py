@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from thermo_bridge_server.config import AuthSettings
+from thermo_bridge_server.config import DEFAULT_HOMES_CLAIM, AuthSettings
 
 from .tokens import Authenticator
 
@@ -42,7 +42,6 @@ _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_DEV_ISSUER: Final = "http://localhost:8099/"
 DEFAULT_DEV_AUDIENCE: Final = "https://thermo-bridge.local/api"
-DEFAULT_HOMES_CLAIM: Final = "https://thermo-bridge.dev/homes"  # AuthSettings.homes_claim
 DEFAULT_PERMISSIONS: Final = ("read:devices", "write:devices")
 DEV_CLIENT_ID: Final = "thermo-bridge-dev"
 DEFAULT_DEV_KEY_PATH: Final = "thermo_bridge_dev_key.pem"  # the standalone server's default (config.py)
@@ -375,11 +374,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="permissions, space or comma separated (default: read:devices write:devices)",
     )
     parser.add_argument("--homes", nargs="*", default=[], help="homes granted by claim")
+    parser.add_argument(
+        "--homes-claim",
+        default=env.get("THERMO_BRIDGE_AUTH0_HOMES_CLAIM", DEFAULT_HOMES_CLAIM),
+        help="the claim the homes go in: the server's auth0_homes_claim (default %(default)s; "
+        "env THERMO_BRIDGE_AUTH0_HOMES_CLAIM)",
+    )
     parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
-        issuer = DevIssuer(args.key, issuer=args.issuer, audience=args.audience, warn=False)
+        issuer = DevIssuer(
+            args.key, issuer=args.issuer, audience=args.audience, homes_claim=args.homes_claim, warn=False
+        )
         token = issuer.mint(args.sub, _split_list(args.permissions), _split_list(args.homes), ttl=args.ttl)
     except (DevAuthError, ValueError) as err:
         print(f"thermo-bridge-token: {err}", file=sys.stderr)

@@ -18,6 +18,16 @@ terms (HTTP renders its headers, other transports its code and message):
   be fetched now: the token may well be valid, so a 401 would wrongly tell the client to
   throw it away. Once keys are cached, fetch failures keep the cached keys in use.
 
+The token is read strictly before any key is looked up: three segments of canonical
+base64url, a header and a payload that are UTF-8 JSON objects with no repeated member (RFC 7515
+§4 and RFC 7519 §4 allow rejecting them; a parser keeping the last one would let two readers
+see different claims). Only then is the signature checked (PyJWT's algorithm for the header's
+``alg``, which must be on our list) and the registered claims typed exactly as RFC 7519 defines
+them: ``exp``/``iat``/``nbf`` are JSON numbers (a numeric string, a boolean or null is an
+invalid token, whatever PyJWT would coerce), ``sub``/``iss``/``jti`` strings, ``aud`` a string
+or a list of strings. Header parameters that carry a key (``jku``, ``jwk``, ``x5u``, ``x5c``)
+are refused, never followed.
+
 Tokens are never logged.
 """
 
@@ -25,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import ipaddress
 import json
 import logging
@@ -34,7 +43,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -47,7 +56,6 @@ from thermo_bridge_server.errors import ApiError
 _LOGGER = logging.getLogger(__name__)
 
 REALM: Final = "thermo_bridge"
-_JWT_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
 _ALG_NAME = re.compile(r"[A-Za-z0-9]{1,10}")
 # error_description may only contain %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
 _DESCRIPTION_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
@@ -214,19 +222,105 @@ def parse_jwks(document: object, algorithms: Iterable[str]) -> dict[str, Signing
     return keys
 
 
-def _unverified_header(segment: str) -> dict[str, Any]:
-    """The JOSE header, only to pick alg and kid (PyJWT re-reads it strictly when verifying)."""
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
+# NumericDate (RFC 7519 §2): a JSON number of seconds since the epoch; this range is what a
+# date can be (1970 up to the end of year 9999), so no comparison meets inf or an overflow.
+_MAX_NUMERIC_DATE: Final = 253_402_300_799
+# Header parameters that carry or point at a key: the keys come from the JWKS, never the token.
+_KEY_HEADERS: Final = ("jku", "jwk", "x5u", "x5c")
+MAX_SUB_LENGTH: Final = 256
+
+
+def _b64url_decode(segment: str, part: str) -> bytes:
+    """Base64url without padding (RFC 7515 §2), in its one canonical spelling."""
+    if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
+        raise _RejectedError(f"token {part} is not base64url")
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    # Unused trailing bits must be zero: otherwise several strings decode to the same bytes.
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != segment:
+        raise _RejectedError(f"token {part} is not base64url")
+    return data
+
+
+class _DuplicateMemberError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: a repeated member name is refused, never resolved to one of its values."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateMemberError
+    return obj
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_object(segment: str, part: str) -> dict[str, Any]:
+    """A segment's strict JSON object: UTF-8, no NaN/Infinity, no repeated member."""
+    data = _b64url_decode(segment, part)
     try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, binascii.Error):
-        raise _RejectedError("unreadable token header") from None
-    if not isinstance(header, dict):
-        raise _RejectedError("unreadable token header")
-    return header
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except _DuplicateMemberError:
+        raise _RejectedError(f"token {part} repeats a member") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _RejectedError(f"unreadable token {part}") from None
+    if not isinstance(value, dict):
+        raise _RejectedError(f"unreadable token {part}")
+    return value
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float:
+    """An RFC 7519 NumericDate claim: a JSON number (a string, boolean or null is not one)."""
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _MAX_NUMERIC_DATE:
+        raise _RejectedError(f"claim {name} must be a NumericDate")
+    return float(value)
+
+
+def _claims(claims: Mapping[str, Any], settings: AuthSettings, now: float, local: LocalIssuer | None = None) -> None:
+    """The registered claims, typed as RFC 7519 defines them, then checked against this API (or ``local``'s)."""
+    for name in ("exp", "iat", "iss", "aud", "sub"):
+        if name not in claims:
+            raise _RejectedError(f"claim {name} missing")
+    exp = _numeric_date(claims, "exp")
+    iat = _numeric_date(claims, "iat")
+    nbf = _numeric_date(claims, "nbf") if "nbf" in claims else None
+    for name in ("iss", "sub", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise _RejectedError(f"claim {name} must be a string")
+    sub: str = claims["sub"]
+    if not sub.strip():
+        raise _RejectedError("claim sub missing")
+    if len(sub) > MAX_SUB_LENGTH or not sub.isprintable():
+        raise _RejectedError(f"claim sub must be at most {MAX_SUB_LENGTH} printable characters")
+    aud = claims["aud"]
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        raise _RejectedError("claim aud must be a string or a list of strings")
+    leeway = settings.leeway
+    if exp <= now - leeway:
+        raise _RejectedError("token expired")
+    if (nbf is not None and nbf > now + leeway) or iat > now + leeway:
+        raise _RejectedError("token not yet valid")
+    if claims["iss"] != (local.issuer if local else settings.issuer):
+        raise _RejectedError("wrong issuer")
+    if (local.audience if local else settings.audience) not in audiences:
+        raise _RejectedError("wrong audience")
 
 
 class _RejectedError(Exception):
-    """Internal: the token is not acceptable; the message is the RFC 6750 error_description."""
+    """Internal: the token is not acceptable; the message is the RFC 6750 error_description.
+
+    ``reason`` is what the rejection is counted as: a fixed string, so descriptions that echo
+    the token (an algorithm's name) cannot grow the counters without bound.
+    """
+
+    def __init__(self, description: str, reason: str | None = None) -> None:
+        super().__init__(description)
+        self.reason = reason or description
 
 
 @dataclass
@@ -300,7 +394,7 @@ class Authenticator:
         try:
             principal = await self._authenticate(token)
         except _RejectedError as err:
-            self.stats.rejected_by_reason[str(err)] += 1
+            self.stats.rejected_by_reason[err.reason] += 1
             raise invalid_token_error(str(err)) from None
         except ApiError as err:
             self.stats.rejected_by_reason[err.code] += 1
@@ -313,7 +407,7 @@ class Authenticator:
         if len(token) > settings.max_token_bytes:
             raise _RejectedError(f"token larger than {settings.max_token_bytes} bytes")
         segments = token.split(".")
-        if len(segments) != 3 or not all(_JWT_SEGMENT.fullmatch(s) for s in segments[:2]):
+        if len(segments) != 3 or not segments[0] or not segments[1]:
             raise _RejectedError("not a signed JWT")
         cached = self._verified.get(token)
         if cached is not None:
@@ -328,48 +422,36 @@ class Authenticator:
                     self._verified.pop(token, None)
                     raise _RejectedError("unknown signing key")
             self._verified.pop(token, None)  # expired, or the key set was re-fetched: verify from scratch
-        header = _unverified_header(segments[0])
+        header = _json_object(segments[0], "header")
         alg = header.get("alg")
         # Decide the algorithm from our allow-list before any key is looked up: never let the
         # token choose (alg=none, HS256 keyed with the public key, ES*, ...).
         if not isinstance(alg, str) or alg not in settings.algorithms:
             shown = alg if isinstance(alg, str) and _ALG_NAME.fullmatch(alg) else "in header"
-            raise _RejectedError(f"algorithm {shown} not allowed")
-        if not segments[2]:
-            raise _RejectedError("signature missing")
+            raise _RejectedError(f"algorithm {shown} not allowed", "algorithm not allowed")
+        if "crit" in header:
+            raise _RejectedError("critical header parameters are not supported")
+        if any(name in header for name in _KEY_HEADERS):
+            raise _RejectedError("keys in the token header are not accepted")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _RejectedError("token header has no key id")
+        if not segments[2]:
+            raise _RejectedError("signature missing")
+        signature = _b64url_decode(segments[2], "signature")
+        # Parsed in full before any key is looked up: a malformed token never causes a JWKS fetch.
+        claims = _json_object(segments[1], "payload")
         local = self._local if self._local is not None and kid == self._local.key.kid else None
         key = await self._key_for(kid)
         if key is None:
             raise _RejectedError("unknown signing key")
         if key.alg is not None and key.alg != alg:
             raise _RejectedError("algorithm does not match the signing key")
-        try:
-            claims = jwt.decode(
-                token,
-                key=key.key,
-                algorithms=[alg],
-                audience=local.audience if local else settings.audience,
-                issuer=local.issuer if local else settings.issuer,
-                leeway=settings.leeway,
-                options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_signature": True},
-            )
-        except jwt.ExpiredSignatureError:
-            raise _RejectedError("token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise _RejectedError("token not yet valid") from None
-        except jwt.MissingRequiredClaimError as err:
-            raise _RejectedError(f"claim {err.claim} missing") from None
-        except jwt.InvalidIssuerError:
-            raise _RejectedError("wrong issuer") from None
-        except jwt.InvalidAudienceError:
-            raise _RejectedError("wrong audience") from None
-        except jwt.InvalidSignatureError:
-            raise _RejectedError("signature verification failed") from None
-        except jwt.PyJWTError:
-            raise _RejectedError("malformed token") from None
+        algorithm = jwt.get_algorithm_by_name(alg)
+        signing_input = f"{segments[0]}.{segments[1]}".encode("ascii")
+        if not algorithm.verify(signing_input, key.key, signature):
+            raise _RejectedError("signature verification failed")
+        _claims(claims, settings, self._wall_clock(), local)
         principal = self._principal(claims, every_home=local is not None)
         # Clients reuse a token for many requests: remember the verified result until exp
         # (exp and the key are re-checked on every hit; nbf/iat only get more valid with time).
@@ -380,9 +462,6 @@ class Authenticator:
 
     def _principal(self, claims: Mapping[str, Any], *, every_home: bool = False) -> Principal:
         settings = self.settings
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip():
-            raise _RejectedError("claim sub missing")
         permissions: set[str] = set()
         raw_permissions = claims.get(settings.permissions_claim)
         if raw_permissions is not None:
@@ -400,12 +479,11 @@ class Authenticator:
             if not isinstance(raw_homes, list) or not all(isinstance(h, str) and h for h in raw_homes):
                 raise _RejectedError("homes claim must be a list of strings")
             homes = frozenset(raw_homes)
-        exp = claims.get("exp")
         return Principal(
-            sub=sub,
+            sub=claims["sub"],
             permissions=frozenset(permissions),
             homes=homes,
-            expires_at=float(exp) if isinstance(exp, int | float) else None,
+            expires_at=float(claims["exp"]),
             every_home=every_home,
         )
 

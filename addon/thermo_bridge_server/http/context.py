@@ -49,6 +49,8 @@ class HttpContext:
     metrics: Metrics
     openapi: Callable[[], Mapping[str, Any]]
     rate_limiter: RateLimiter
+    address_limiter: RateLimiter
+    """Requests refused with 401, per client address."""
     internal: InternalStatus | None = None
     """None: the internal status endpoint answers 404 (e.g. an app built without a token file)."""
 

@@ -1,8 +1,9 @@
 """The middlewares every HTTP request passes (outermost first) and the response headers.
 
 errors (one JSON shape, never internals) → CORS pre-flight (before authentication: browsers
-send it without a token) → declared body size → authentication (``auth.bearer``; the public
-OpenAPI document skips it) → per-user rate limit.
+send it without a token) → declared body size → per-address limit of requests refused with
+401 → authentication (``auth.bearer``; the public OpenAPI document skips it) → per-user rate
+limit.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
@@ -107,15 +109,47 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         wait = request.app[HTTP].rate_limiter.take(principal.sub)
         if wait > 0:
             request.app[HTTP].counters.rate_limited += 1
-            retry = max(1, math.ceil(wait))
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"too many requests; retry in {retry} s",
-                details={"retry_after": retry},
-                headers={hdrs.RETRY_AFTER: str(retry)},
-            )
+            raise _too_many(wait, "too many requests")
     return await handler(request)
+
+
+def _too_many(wait: float, message: str) -> ApiError:
+    retry = max(1, math.ceil(wait))
+    return ApiError(
+        429,
+        "rate_limited",
+        f"{message}; retry in {retry} s",
+        details={"retry_after": retry},
+        headers={hdrs.RETRY_AFTER: str(retry)},
+    )
+
+
+@web.middleware
+async def unauthenticated_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Per client address, every request refused with 401 takes a token; with none left it gets 429.
+
+    Counted after the token was checked, so a valid token is never refused by this limit: behind
+    a reverse proxy every client has the proxy's address, and one client sending bad tokens
+    must not lock the others out. It slows down probing (forged tokens, guessed SSE tickets).
+    """
+    ctx = request.app[HTTP]
+    try:
+        response = await handler(request)
+    except ApiError as err:
+        if err.status != 401:
+            raise
+        refused: ApiError | web.StreamResponse = err
+    else:
+        if response.status != 401:
+            return response
+        refused = response
+    wait = ctx.address_limiter.take(request.remote or "unknown")
+    if wait > 0:
+        ctx.counters.rate_limited += 1
+        raise _too_many(wait, "too many requests without a valid token from this address")
+    if isinstance(refused, ApiError):
+        raise refused
+    return refused
 
 
 CORS_ALLOW_METHODS = "GET, POST, PUT, OPTIONS"
@@ -155,13 +189,73 @@ async def cors_preflight_middleware(request: web.Request, handler: Handler) -> w
     return await handler(request)
 
 
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+"""The API's policy: JSON and event streams load nothing, and nothing may frame them."""
+
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": API_CSP,
     "Cache-Control": "no-store",
 }
+"""On every response; a response that sets its own (the dashboard page) keeps its values."""
+
+INGRESS_PROXY = "172.30.32.2"
+"""The Supervisor's ingress proxy: the only peer whose ``X-Ingress-Path`` is believed."""
+
+
+def served_under_ingress(request: web.Request) -> bool:
+    """Whether Home Assistant's ingress proxy forwarded this request (the page is framed by HA)."""
+    return request.remote == INGRESS_PROXY and "X-Ingress-Path" in request.headers
+
+
+def page_csp(auth_origin: str | None, *, ingress: bool) -> str:
+    """The policy of the dashboard page served at ``/`` (a Lit + uPlot single-page app).
+
+    Everything from the server's own origin, no inline script or style: Lit applies its styles
+    as constructable stylesheets (``adoptedStyleSheets``) and uPlot sets styles through the
+    CSSOM, neither of which ``style-src`` governs. ``connect-src`` adds the Auth0 tenant
+    (``auth_origin``) for the token and refresh-token calls of the SPA SDK; login itself is a
+    top-level redirect. ``'self'`` covers the WebSocket to the same host (CSP 3). Framing:
+    only by Home Assistant's frontend when served through ingress (same origin as HA),
+    otherwise never.
+    """
+    connect = "'self'" if not auth_origin else f"'self' {auth_origin}"
+    ancestors = "'self'" if ingress else "'none'"
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "font-src 'self'",
+            "manifest-src 'self'",
+            f"connect-src {connect}",
+            "base-uri 'none'",
+            "form-action 'none'",
+            f"frame-ancestors {ancestors}",
+        )
+    )
+
+
+def auth_origin(issuer: str) -> str:
+    """The origin (scheme, host, port) of the token issuer, for ``page_csp``."""
+    parts = urlsplit(issuer)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def page_security_headers(auth_origin: str | None, *, ingress: bool) -> dict[str, str]:
+    """Headers the dashboard page sets itself (``on_response_prepare`` fills in the rest)."""
+    return {
+        "Content-Security-Policy": page_csp(auth_origin, ingress=ingress),
+        "X-Frame-Options": "SAMEORIGIN" if ingress else "DENY",
+        # The page opens Auth0's login in a popup in some flows; it must keep its opener.
+        "Cross-Origin-Opener-Policy": "same-origin-allow-popups",
+        "Cache-Control": "no-cache",
+    }
+
+
 SERVER_HEADER = "thermo_bridge"  # no version banner
 
 
@@ -198,7 +292,10 @@ def _bypass(auth: Middleware, self_authenticating: frozenset[str]) -> Middleware
 
 
 def middlewares(auth: Middleware, *, self_authenticating: frozenset[str] = frozenset()) -> list[Middleware]:
-    """Middlewares in order (outermost first): errors, CORS preflight, body size, auth, rate limit.
+    """Middlewares in order, outermost first.
+
+    Errors, CORS preflight, body size, the per-address limit of refused requests, auth, the
+    per-user rate limit.
 
     ``self_authenticating``: GET paths whose handler authenticates itself (the WebSocket's auth
     message, SSE's bearer header or ticket).
@@ -207,6 +304,7 @@ def middlewares(auth: Middleware, *, self_authenticating: frozenset[str] = froze
         error_middleware,
         cors_preflight_middleware,
         body_limit_middleware,
+        unauthenticated_limit_middleware,
         _bypass(auth, self_authenticating),
         rate_limit_middleware,
     ]

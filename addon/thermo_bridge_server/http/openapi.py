@@ -9,13 +9,19 @@ router and checks every route and method is documented and every documented one 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from typing import Any
 
+from thermo_bridge_protocol import DeviceKind
+from thermo_bridge_server.auth.tokens import MAX_SUB_LENGTH
+from thermo_bridge_server.config import DEFAULT_HOMES_CLAIM
+from thermo_bridge_server.store.base import INTERNAL_EVENTS, EventType
+
 from .context import API_PREFIX
 from .routes.admin import MAX_DEAD_LETTERS
-from .routes.devices import MAX_DEVICES_PAGE, MAX_HISTORY_POINTS
+from .routes.devices import MAX_DEVICES_PAGE, MAX_HISTORY_KEYS, MAX_HISTORY_POINTS
 
 JSON = "application/json"
 
@@ -315,14 +321,83 @@ def _param(
     }
 
 
+@functools.cache
+def printable_class() -> str:
+    """A regex character class of exactly the characters ``str.isprintable`` accepts.
+
+    Built from this Python's Unicode database, as the server's check is: the document says
+    precisely what the server takes. Characters are written literally (valid in ECMA-262
+    ``u`` patterns and Python's ``re``); only the class's own syntax characters are escaped.
+    """
+    ranges: list[tuple[int, int]] = []
+    start: int | None = None
+    for code in range(sys.maxunicode + 2):
+        printable = code <= sys.maxunicode and chr(code).isprintable()
+        if printable and start is None:
+            start = code
+        elif not printable and start is not None:
+            ranges.append((start, code - 1))
+            start = None
+
+    def char(code: int) -> str:
+        c = chr(code)
+        return "\\" + c if c in "\\]-[^" else c
+
+    return "[" + "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges) + "]"
+
+
+def _list_of(item: str, most: int) -> str:
+    """A pattern for a comma-separated list of 1 to ``most`` items matching ``item``."""
+    return f"^{item}(,{item}){{0,{most - 1}}}$"
+
+
+DEVICE_ID_ITEM = "[A-Za-z0-9_-]{1,64}"
+HOME_ITEM = "[A-Za-z0-9_.:-]{1,64}"
+EVENT_NAMES = sorted(str(t) for t in EventType if t not in INTERNAL_EVENTS)
+KIND_NAMES = sorted(str(k) for k in DeviceKind)
 DEVICE_ID = _param(
-    "device_id", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "The device id (a topic segment)."
+    "device_id", "path", {"type": "string", "pattern": f"^{DEVICE_ID_ITEM}$"}, "The device id (a topic segment)."
 )
-TIME = {"type": "string", "description": "ISO-8601 (naive = UTC) or epoch seconds."}
-_SUB = _param("sub", "path", {"type": "string", "maxLength": 256}, "The user's Auth0 subject (URL-encoded).")
-DURATION = {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(ms|s|m|h|d)?$"}
-LIST = {"type": "string", "maxLength": 65536, "description": "Comma-separated values."}
+TIME = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,9})?$"},
+    ],
+    "description": "An RFC 3339 date-time or epoch seconds (other ISO-8601 forms, a naive time as UTC, are read too).",
+}
+
+
+def _sub_param() -> dict[str, Any]:
+    return _param(
+        "sub",
+        "path",
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_SUB_LENGTH,
+            "pattern": f"^{printable_class()}{{1,{MAX_SUB_LENGTH}}}$",
+        },
+        f"The user's Auth0 subject, 1-{MAX_SUB_LENGTH} printable characters (URL-encoded).",
+    )
+
+
+# Durations the server takes (1 s to 366 d); the pattern lists the forms that stay in that range.
+DURATION = {
+    "type": "string",
+    "pattern": (
+        "^([1-9][0-9]{0,6}s?|[1-9][0-9]{3,9}ms|[1-9][0-9]{0,4}m|([1-9][0-9]{0,2}|[1-7][0-9]{3})h"
+        "|([1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d)$"
+    ),
+    "description": "Seconds, or a number with a unit (ms, s, m, h, d), between 1 second and 366 days.",
+}
+KEYS = {"type": "string", "pattern": _list_of("[A-Za-z0-9_.-]{1,64}", MAX_HISTORY_KEYS)}
 POSITION = {"type": "string", "pattern": "^[0-9a-f]{1,64}:[0-9]{1,16}$", "description": "<epoch>:<offset>"}
+STREAM_LISTS = {
+    "devices": (_list_of(DEVICE_ID_ITEM, 1000), "Only these devices (comma-separated ids)."),
+    "kinds": (_list_of(f"({'|'.join(KIND_NAMES)})", 2), "Only these kinds (thermostat, sensor)."),
+    "homes": (_list_of(HOME_ITEM, 256), "Only these homes."),
+    "events": (_list_of(f"({'|'.join(EVENT_NAMES)})", len(EVENT_NAMES)), "Only these event types."),
+}
 
 
 def _operation(
@@ -437,10 +512,10 @@ def build_paths() -> dict[str, Any]:
                 permission="read:devices",
                 params=[
                     DEVICE_ID,
-                    _param("start", "query", TIME, "Range start (inclusive); default end - 24 h."),
-                    _param("end", "query", TIME, "Range end (exclusive); default now."),
+                    _param("start", "query", TIME, "Range start (inclusive), not after end; default end - 24 h."),
+                    _param("end", "query", TIME, "Range end (exclusive), not before start; default now."),
                     _param(
-                        "keys", "query", {"type": "string"}, "Comma-separated state keys (may repeat); default all."
+                        "keys", "query", KEYS, f"Comma-separated state keys (at most {MAX_HISTORY_KEYS}); default all."
                     ),
                     _param(
                         "resolution",
@@ -493,7 +568,9 @@ def build_paths() -> dict[str, Any]:
                 _json("The command.", _ref("Command")),
                 tag="commands",
                 permission="read:devices",
-                params=[_param("command_id", "path", {"type": "string", "maxLength": 64}, "The command id.")],
+                params=[
+                    _param("command_id", "path", {"type": "string", "minLength": 1, "maxLength": 64}, "The command id.")
+                ],
                 errors=("404",),
             )
         },
@@ -515,7 +592,7 @@ def build_paths() -> dict[str, Any]:
                 _json("The grants.", _ref("Grants")),
                 tag="admin",
                 permission="admin",
-                params=[_SUB],
+                params=[_sub_param()],
             ),
             "put": _operation(
                 "putGrants",
@@ -524,7 +601,7 @@ def build_paths() -> dict[str, Any]:
                 _json("The grants now.", _ref("Grants")),
                 tag="admin",
                 permission="admin",
-                params=[_SUB],
+                params=[_sub_param()],
                 body="GrantsUpdate",
                 errors=("413", "415"),
             ),
@@ -590,10 +667,10 @@ def build_paths() -> dict[str, Any]:
                 tag="realtime",
                 permission="read:devices",
                 params=[
-                    _param("devices", "query", LIST, "Only these devices (comma-separated ids)."),
-                    _param("kinds", "query", LIST, "Only these kinds (thermostat, sensor)."),
-                    _param("homes", "query", LIST, "Only these homes."),
-                    _param("events", "query", LIST, "Only these event types."),
+                    *(
+                        _param(name, "query", {"type": "string", "pattern": pattern}, description)
+                        for name, (pattern, description) in STREAM_LISTS.items()
+                    ),
                     _param("since", "query", POSITION, "Resume after this position (as Last-Event-ID)."),
                     _param(
                         "ticket", "query", {"type": "string", "maxLength": 128}, "A ticket from POST events/tickets."
@@ -683,8 +760,8 @@ def build_paths() -> dict[str, Any]:
     }
 
 
-def build_document(version: str = "0.1.0") -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document."""
+def build_document(version: str = "0.1.0", *, homes_claim: str = DEFAULT_HOMES_CLAIM) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document (``homes_claim``: the configured ``auth0_homes_claim``)."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -694,7 +771,7 @@ def build_document(version: str = "0.1.0") -> dict[str, Any]:
                 "REST API of the thermo_bridge add-on server: devices, latest state, history and commands "
                 "of MQTT thermostats and sensors. Every error has the body of the Error schema. Access: a "
                 "user sees the devices of the homes granted to their sub server-side plus those in their "
-                "token's https://thermo-bridge.dev/homes claim; admins see every device."
+                f"token's {homes_claim} claim; admins see every device."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },

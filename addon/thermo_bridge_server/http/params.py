@@ -20,8 +20,39 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))", re.ASCII
+)
+_GREGORIAN_CYCLE = 146_097 * 86_400  # 400 Gregorian years, in seconds
+
+
+def _rfc3339(text: str, name: str) -> float | None:
+    """An RFC 3339 date-time as epoch seconds (None: not one), every one the standard allows.
+
+    Beyond what ``datetime`` reads: lowercase ``t``/``z``, a leap second (``:60``) and the
+    year 0000 (shifted by a 400-year cycle, which the Gregorian calendar repeats exactly).
+    """
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    fraction, sign, offset_hours, offset_minutes = match[7], match[8], match[9], match[10]
+    offset = 0
+    if sign is not None:
+        if int(offset_hours) > 23 or int(offset_minutes) > 59:
+            raise bad_param(name, "has an invalid UTC offset")
+        offset = (int(offset_hours) * 3600 + int(offset_minutes) * 60) * (1 if sign == "+" else -1)
+    shift = -_GREGORIAN_CYCLE if year == 0 else 0
+    leap = second == 60
+    try:
+        moment = dt.datetime(year or 400, month, day, hour, minute, 59 if leap else second, tzinfo=dt.UTC)
+    except ValueError:
+        raise bad_param(name, "is not a valid date and time") from None
+    return moment.timestamp() + shift + leap + (float(fraction) if fraction else 0.0) - offset
+
+
 def parse_time(value: str, name: str) -> float:
-    """ISO-8601 (a naive time is UTC) or epoch seconds; 400 naming the parameter otherwise."""
+    """Epoch seconds, an RFC 3339 date-time, or another ISO-8601 time (naive = UTC); 400 otherwise."""
     text = value.strip()
     try:
         number = float(text)
@@ -31,6 +62,8 @@ def parse_time(value: str, name: str) -> float:
         if not math.isfinite(number):
             raise bad_param(name, "must be a finite epoch time or an ISO-8601 time")
         return number
+    if (moment := _rfc3339(text, name)) is not None:
+        return moment
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:

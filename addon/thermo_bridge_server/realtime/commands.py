@@ -112,7 +112,8 @@ def filter_of(msg: dict[str, Any]) -> Filter:
 # --------------------------------------------------------------------------- commands
 
 
-@command("auth", {vol.Required("access_token"): vol.All(str, vol.Length(min=1, max=16384))})
+# No length cap here: the Authenticator refuses an oversized token as invalid_token, as REST does.
+@command("auth", {vol.Required("access_token"): vol.All(str, vol.Length(min=1))})
 async def handle_auth(session: Session, msg: dict[str, Any]) -> Any:  # noqa: ANN401 - the result
     """A refreshed token for this connection (same user); access is recomputed."""
     return await session.refresh(msg["access_token"])

@@ -47,6 +47,7 @@ class RealtimeSettings:
     allow_no_origin: bool = False
     max_connections_per_user: int = 20
     max_unauthenticated_per_address: int = 20
+    handshakes_per_minute: int = 120
     max_subscriptions: int = 100
     max_message_bytes: int = 64 * 1024
     auth_timeout: float = 10.0
@@ -81,6 +82,8 @@ class Realtime:
         self._by_sub: dict[str, set[Connection]] = {}
         self._principals: dict[Connection, Principal] = {}
         self.unauthenticated: Counter[str] = Counter()
+        self.handshake_limiter = RateLimiter(settings.handshakes_per_minute)
+        """WebSocket handshakes per client address."""
         self.accepting = True
         self.stats: Counter[str] = Counter()
         self.hub.grant_listeners.append(self._grants_changed)

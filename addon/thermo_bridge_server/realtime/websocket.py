@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Final, NoReturn
@@ -278,6 +279,15 @@ async def websocket_handler(request: web.Request, realtime: Realtime) -> web.Str
         _refuse(503, "shutting_down", "the server is shutting down", {"Retry-After": "1"})
     address = request.remote or "unknown"
     settings = realtime.settings
+    if (wait := realtime.handshake_limiter.take(address)) > 0:
+        realtime.stats["handshakes_rate_limited_total"] += 1
+        retry = max(1, math.ceil(wait))
+        _refuse(
+            429,
+            "rate_limited",
+            f"too many WebSocket handshakes from this address; retry in {retry} s",
+            {"Retry-After": str(retry)},
+        )
     if realtime.unauthenticated[address] >= settings.max_unauthenticated_per_address:
         _refuse(429, "too_many_connections", "too many connections waiting to authenticate", {"Retry-After": "5"})
     # No permessage-deflate: the messages are small JSON, where zlib costs more CPU per frame

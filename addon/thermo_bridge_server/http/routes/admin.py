@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from thermo_bridge_server.access import unknown_device_error
+from thermo_bridge_server.auth.tokens import MAX_SUB_LENGTH
 from thermo_bridge_server.http.context import API_PREFIX, HTTP, caller
 from thermo_bridge_server.http.params import (
     bad_field,
@@ -23,7 +24,6 @@ from thermo_bridge_server.resources import dead_letter_json, device_json
 _LOGGER = logging.getLogger(__name__)
 
 MAX_HOMES_PER_USER = 256
-MAX_SUB_LENGTH = 256
 MAX_DEAD_LETTERS = 1000
 
 routes = web.RouteTableDef()
@@ -63,7 +63,7 @@ async def get_grants(request: web.Request) -> web.Response:
 async def put_grants(request: web.Request) -> web.Response:
     """Replace one user's server-side grants (an empty list revokes everything)."""
     ctx = request.app[HTTP]
-    await caller(request, ctx.settings.permissions.admin)
+    admin = await caller(request, ctx.settings.permissions.admin)
     check_query(request, ())
     sub = _sub(request)
     body = await read_json_object(request)
@@ -72,8 +72,11 @@ async def put_grants(request: web.Request) -> web.Response:
     if not isinstance(homes, list) or len(homes) > MAX_HOMES_PER_USER:
         raise bad_field("homes", f"homes must be a list of at most {MAX_HOMES_PER_USER} home names")
     checked = sorted({home_field(home, "homes") for home in homes})
+    before = sorted(await ctx.store.get_grants(sub))
     await ctx.store.set_grants(sub, checked)
-    _LOGGER.info("Grants of %s set to %s", sub, checked)
+    # Who did it, from the verified token: the audit trail of access changes. %r keeps any
+    # character of a sub on one line.
+    _LOGGER.info("Admin %r set the grants of %r to %s (were %s)", admin.principal.sub, sub, checked, before)
     return web.json_response({"sub": sub, "homes": checked})
 
 
@@ -81,9 +84,9 @@ async def put_grants(request: web.Request) -> web.Response:
 async def put_device_home(request: web.Request) -> web.Response:
     """Assign a device to a home."""
     ctx = request.app[HTTP]
-    access = await caller(request, ctx.settings.permissions.admin)
+    admin = await caller(request, ctx.settings.permissions.admin)
     check_query(request, ())
-    device = await ctx.access.device(access, request.match_info["device_id"])
+    device = await ctx.access.device(admin, request.match_info["device_id"])
     body = await read_json_object(request)
     only_keys(body, ("home",))
     home = home_field(body.get("home"), "home")
@@ -92,7 +95,9 @@ async def put_device_home(request: web.Request) -> web.Response:
     updated = await ctx.store.get_device(device.device_id)
     if updated is None:  # removed in between
         raise unknown_device_error(device.device_id)
-    _LOGGER.info("Device %s assigned to home %s", device.device_id, home)
+    _LOGGER.info(
+        "Admin %r moved device %s from home %s to %s", admin.principal.sub, device.device_id, device.home, home
+    )
     return web.json_response(device_json(updated))
 
 

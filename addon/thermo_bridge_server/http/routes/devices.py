@@ -95,8 +95,8 @@ async def get_history(request: web.Request) -> web.Response:
     end_text, start_text = single(request, "end"), single(request, "start")
     end = parse_time(end_text, "end") if end_text is not None else time.time()
     start = parse_time(start_text, "start") if start_text is not None else end - DEFAULT_HISTORY_SECONDS
-    if start >= end:
-        raise bad_param("start", "must be before end")
+    if start > end:  # [t, t) is a valid, empty range; an inverted one is a mistake
+        raise bad_param("start", "must not be after end")
     keys: list[str] | None = None
     if raw_keys := request.query.getall("keys", []):
         keys = sorted({k.strip() for text in raw_keys for k in text.split(",") if k.strip()})

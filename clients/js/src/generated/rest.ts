@@ -724,11 +724,11 @@ export interface operations {
     getHistory: {
         parameters: {
             query?: {
-                /** @description Range start (inclusive); default end - 24 h. */
+                /** @description Range start (inclusive), not after end; default end - 24 h. */
                 start?: string;
-                /** @description Range end (exclusive); default now. */
+                /** @description Range end (exclusive), not before start; default now. */
                 end?: string;
-                /** @description Comma-separated state keys (may repeat); default all. */
+                /** @description Comma-separated state keys (at most 64); default all. */
                 keys?: string;
                 /** @description Aggregate into buckets of this size (seconds or 30s/5m/1h/1d). */
                 resolution?: string;
@@ -878,7 +878,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The user's Auth0 subject (URL-encoded). */
+                /** @description The user's Auth0 subject, 1-256 printable characters (URL-encoded). */
                 sub: string;
             };
             cookie?: never;
@@ -906,7 +906,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The user's Auth0 subject (URL-encoded). */
+                /** @description The user's Auth0 subject, 1-256 printable characters (URL-encoded). */
                 sub: string;
             };
             cookie?: never;
