@@ -193,6 +193,7 @@ class ServerConfig:
     advertise_host: str | None = None
     ws_allow_no_origin: bool = False
     auth0_client_id: str | None = None
+    ingress: bool = False
     ingress_permissions: tuple[str, ...] = ("read:devices", "write:devices")
     ws_max_connections_per_user: int = 20
     ws_handshakes_per_minute: int = 120
@@ -491,6 +492,15 @@ OPTIONS: tuple[Option, ...] = (
         "/data/internal_token",
     ),
     Option(
+        "ingress",
+        _boolean,
+        "trust Home Assistant's ingress proxy (172.30.32.2): panel tokens for its X-Remote-User-Id "
+        "(on by default under the Supervisor only)",
+        default=False,
+        supervised_default=True,
+        flag=True,
+    ),
+    Option(
         "ingress_permissions",
         _permissions,
         "permissions of Home Assistant users in the add-on's panel (ingress), on every home",
@@ -639,6 +649,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         advertise_host=values["advertise_host"],
         ws_allow_no_origin=values["ws_allow_no_origin"],
         auth0_client_id=values["auth0_client_id"],
+        ingress=values["ingress"],
         ingress_permissions=tuple(values["ingress_permissions"]),
         ws_max_connections_per_user=values["ws_max_connections_per_user"],
         ws_max_message_bytes=values["ws_max_message_bytes"],
