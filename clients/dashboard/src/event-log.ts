@@ -52,7 +52,8 @@ export class EventLog extends LitElement {
     css`
       :host { display: block; }
       .card { align-content: start; }
-      ol { list-style: none; margin: 0; padding: 0; max-height: 70vh; overflow-y: auto; font-size: 0.85rem; }
+      ol { list-style: none; margin: 0; padding: 0; font-size: 0.85rem; }
+      [role="log"] { max-height: 70vh; overflow-y: auto; }
       li { display: grid; grid-template-columns: auto 1fr; gap: 0 8px; padding: 4px 0; border-bottom: 1px solid var(--tb-border); }
       time, .kind { color: var(--tb-muted); font-variant-numeric: tabular-nums; }
       .ok { color: var(--tb-ok); } .error { color: var(--tb-error); } .pending { color: var(--tb-pending); }
@@ -79,7 +80,7 @@ export class EventLog extends LitElement {
             <button aria-pressed=${this.filter === "command" ? "true" : "false"} @click=${() => (this.filter = "command")}>Commands</button>
           </fieldset>
         </header>
-        <ol role="log" aria-label="Events and commands, newest first">
+        <div role="log" aria-label="Events and commands, newest first"><ol>
           ${repeat(
             shown,
             (item) => item.offset,
@@ -89,7 +90,7 @@ export class EventLog extends LitElement {
               <span class="text ${item.tone}">${item.text}</span>
             </li>`,
           )}
-        </ol>
+        </ol></div>
       </section>
     `;
   }
