@@ -77,7 +77,7 @@ class IngressProxy:
     async def _ha_page(self, request: web.Request) -> web.Response:
         style = "; ".join(f"{name}: {value}" for name, value in HA_THEME.items())
         page = (
-            f'<!doctype html><html style="{style}; color-scheme: dark"><title>Home Assistant</title>'
+            f'<!doctype html><html style="{style}; color-scheme: dark"><title>Home Assistant</title><link rel="icon" href="data:,">'
             f'<body><iframe title="Thermo Bridge" src="{self.prefix}/" style="width:1000px;height:700px"></iframe></body></html>'
         )
         return web.Response(text=page, content_type="text/html")
