@@ -21,7 +21,12 @@ from aiohttp import hdrs, web
 
 SUPERVISOR_INGRESS = "172.30.32.2"
 HOP = {hdrs.HOST, hdrs.CONTENT_LENGTH, hdrs.TRANSFER_ENCODING, hdrs.CONNECTION, hdrs.UPGRADE, hdrs.CONTENT_ENCODING}
-WS_HEADERS = {hdrs.SEC_WEBSOCKET_KEY, hdrs.SEC_WEBSOCKET_VERSION, hdrs.SEC_WEBSOCKET_EXTENSIONS, hdrs.SEC_WEBSOCKET_PROTOCOL}
+WS_HEADERS = {
+    hdrs.SEC_WEBSOCKET_KEY,
+    hdrs.SEC_WEBSOCKET_VERSION,
+    hdrs.SEC_WEBSOCKET_EXTENSIONS,
+    hdrs.SEC_WEBSOCKET_PROTOCOL,
+}
 REMOTE_USER = ("X-Remote-User-Id", "X-Remote-User-Name", "X-Remote-User-Display-Name")
 HA_THEME = {"--primary-background-color": "#101820", "--primary-text-color": "#f2f5f8", "--primary-color": "#ffb000"}
 
@@ -29,7 +34,7 @@ HA_THEME = {"--primary-background-color": "#101820", "--primary-text-color": "#f
 class IngressProxy:
     """Runs on its own event loop in a thread; ``url`` is the panel's address."""
 
-    def __init__(self, upstream: str, *, user: tuple[str, str, str], token: str = "Xy9token") -> None:
+    def __init__(self, upstream: str, *, user: tuple[str, str, str], token: str = "Xy9token") -> None:  # noqa: S107 - the ingress URL's path segment
         self.upstream = upstream.rstrip("/")
         self.user = user
         self.prefix = f"/api/hassio_ingress/{token}"
@@ -66,7 +71,7 @@ class IngressProxy:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _stop(self) -> None:
         if self._session is not None:
@@ -77,13 +82,17 @@ class IngressProxy:
     async def _ha_page(self, request: web.Request) -> web.Response:
         style = "; ".join(f"{name}: {value}" for name, value in HA_THEME.items())
         page = (
-            f'<!doctype html><html style="{style}; color-scheme: dark"><title>Home Assistant</title><link rel="icon" href="data:,">'
-            f'<body><iframe title="Thermo Bridge" src="{self.prefix}/" style="width:1000px;height:700px"></iframe></body></html>'
+            f'<!doctype html><html style="{style}; color-scheme: dark"><title>Home Assistant</title>'
+            '<link rel="icon" href="data:,"><body>'
+            f'<iframe title="Thermo Bridge" src="{self.prefix}/" style="width:1000px;height:700px">'
+            "</iframe></body></html>"
         )
         return web.Response(text=page, content_type="text/html")
 
     def _headers(self, request: web.Request) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k not in HOP and k not in WS_HEADERS and k not in REMOTE_USER}
+        headers = {
+            k: v for k, v in request.headers.items() if k not in HOP and k not in WS_HEADERS and k not in REMOTE_USER
+        }
         user_id, name, display = self.user
         headers |= {
             "X-Ingress-Path": self.prefix,
@@ -115,7 +124,7 @@ class IngressProxy:
         await server.prepare(request)
         async with self._session.ws_connect(url.replace("http", "ws", 1), headers=headers, autoping=False) as client:
 
-            async def pump(source: Any, sink: Any) -> None:  # noqa: ANN401
+            async def pump(source: Any, sink: Any) -> None:
                 async for message in source:
                     if message.type == aiohttp.WSMsgType.TEXT:
                         await sink.send_str(message.data)

@@ -8,12 +8,18 @@ import sqlite3
 import time
 from pathlib import Path
 
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
 
 from tests.browser.conftest import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+
+
+VIEWPORTS: tuple[tuple[str, ViewportSize], ...] = (
+    ("desktop", {"width": 1280, "height": 800}),
+    ("phone", {"width": 390, "height": 844}),
+)
 
 
 def open_dashboard(stack: Stack, context: BrowserContext) -> Page:
@@ -24,11 +30,13 @@ def open_dashboard(stack: Stack, context: BrowserContext) -> Page:
     return page
 
 
-def card(page: Page, device_id: str):  # noqa: ANN201 - a Playwright Locator
+def card(page: Page, device_id: str) -> Locator:
     return page.locator(f'article[data-device-id="{device_id}"]')
 
 
-def test_the_page_lists_the_devices_and_shows_a_new_temperature_without_reload(stack: Stack, context: BrowserContext) -> None:
+def test_the_page_lists_the_devices_and_shows_a_new_temperature_without_reload(
+    stack: Stack, context: BrowserContext
+) -> None:
     page = open_dashboard(stack, context)
     expect(page.get_by_role("heading", name="Home: default")).to_be_visible()
     expect(card(page, "b_thermostat_1").get_by_role("heading", name="Simulated thermostat 1")).to_be_visible()
@@ -43,7 +51,9 @@ def test_the_page_lists_the_devices_and_shows_a_new_temperature_without_reload(s
     assert not stack.problems
 
 
-def test_a_setpoint_is_pending_until_acked_and_a_refusal_shows_the_devices_reason(stack: Stack, context: BrowserContext) -> None:
+def test_a_setpoint_is_pending_until_acked_and_a_refusal_shows_the_devices_reason(
+    stack: Stack, context: BrowserContext
+) -> None:
     page = open_dashboard(stack, context)
     thermostat = card(page, "b_thermostat_2")
     thermostat.get_by_role("combobox", name="Mode").select_option("heat")
@@ -59,7 +69,9 @@ def test_a_setpoint_is_pending_until_acked_and_a_refusal_shows_the_devices_reaso
     expect(thermostat).to_have_attribute("data-pending", "false")
     expect(setpoint).to_have_text(f"{before + 1.0:.1f}°C")
     expect(setpoint).not_to_have_class("pending")
-    commands = [c for device, c in stack.sim.commands if device == "b_thermostat_2" and "target_temperature" in c.values]
+    commands = [
+        c for device, c in stack.sim.commands if device == "b_thermostat_2" and "target_temperature" in c.values
+    ]
     assert [c.values["target_temperature"] for c in commands] == [before + 1.0]
 
     stack.sim.refuse_above = before + 1.0
@@ -136,18 +148,26 @@ def test_the_dev_token_leaves_the_address_bar_and_survives_a_reload(stack: Stack
     assert not stack.problems
 
 
-def test_no_serious_accessibility_violations_light_and_dark(stack: Stack, browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_no_serious_accessibility_violations_light_and_dark(stack: Stack, browser: Browser) -> None:
     shots = os.environ.get("THERMO_BRIDGE_SCREENSHOTS")
     for scheme in ("light", "dark"):
-        for name, viewport in (("desktop", {"width": 1280, "height": 800}), ("phone", {"width": 390, "height": 844})):
+        for name, viewport in VIEWPORTS:
             # bypass_csp: axe is injected as a script the page's policy would (rightly) refuse.
-            context = browser.new_context(viewport=viewport, color_scheme=scheme, bypass_csp=True, is_mobile=name == "phone")
+            context = browser.new_context(
+                viewport=viewport, color_scheme=scheme, bypass_csp=True, is_mobile=name == "phone"
+            )
             page = open_dashboard(stack, context)
             card(page, "b_thermostat_1").get_by_role("button", name="History").click()
             expect(page.locator("tb-history-chart")).to_have_attribute("data-status", "ready")
             page.add_script_tag(path=str(AXE))
-            result = json.loads(page.evaluate("async () => JSON.stringify(await axe.run(document, {resultTypes: ['violations']}))"))
-            bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in result["violations"] if v["impact"] in ("serious", "critical")]
+            result = json.loads(
+                page.evaluate("async () => JSON.stringify(await axe.run(document, {resultTypes: ['violations']}))")
+            )
+            bad = [
+                (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+                for v in result["violations"]
+                if v["impact"] in ("serious", "critical")
+            ]
             assert not bad, f"{scheme} {name}: {bad}"
             buttons = page.locator("tb-thermostat-card button").all()
             assert all((b.bounding_box() or {"height": 0})["height"] >= 44 for b in buttons[:6]), "touch targets"

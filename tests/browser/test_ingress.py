@@ -73,7 +73,9 @@ def test_the_panel_follows_home_assistants_theme(ingress: tuple[Stack, IngressPr
     background = panel.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--tb-bg').trim()")
     assert background == HA_THEME["--primary-background-color"]
     page.evaluate("document.documentElement.style.setProperty('--primary-background-color', '#223344')")
-    panel.wait_for_function("getComputedStyle(document.documentElement).getPropertyValue('--tb-bg').trim() === '#223344'")
+    panel.wait_for_function(
+        "getComputedStyle(document.documentElement).getPropertyValue('--tb-bg').trim() === '#223344'"
+    )
     context.close()
     assert not stack.problems
 
@@ -84,9 +86,8 @@ def test_forged_ingress_headers_from_another_address_get_nothing(ingress: tuple[
     status, body = _post(f"{stack.server.url}/api/v1/ingress/token", forged)
     assert status == 403
     assert body["error"]["code"] == "not_ingress"  # type: ignore[index]
-    with urllib.request.urlopen(  # noqa: S310 - loopback
-        urllib.request.Request(f"{stack.server.url}/api/v1/client-config", headers=forged), timeout=5
-    ) as response:
+    config = urllib.request.Request(f"{stack.server.url}/api/v1/client-config", headers=forged)  # noqa: S310
+    with urllib.request.urlopen(config, timeout=5) as response:  # noqa: S310 - loopback
         assert json.loads(response.read())["auth"] == {"mode": "dev"}
     # Through the proxy (172.30.32.2): a token for the user the proxy names, whatever the client sent.
     status, token = _post(f"{proxy.url}api/v1/ingress/token", {"X-Remote-User-Id": "someone_else"})
