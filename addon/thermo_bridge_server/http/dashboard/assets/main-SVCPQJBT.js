@@ -4,7 +4,7 @@ import{a as Is,b as yo}from"./chunk-2XMHJX42.js";var Ns=class{minMs;baseMs;maxMs
   :host { display: block; }
   .card {
     background: var(--tb-card); color: var(--tb-text); border: 1px solid var(--tb-border);
-    border-radius: 12px; padding: 14px 16px; display: grid; gap: 10px; height: 100%; box-sizing: border-box;
+    border-radius: 12px; padding: 14px 16px; display: grid; gap: 10px; align-content: start; height: 100%; box-sizing: border-box;
   }
   .card.offline { opacity: 0.75; }
   header { display: flex; align-items: baseline; justify-content: space-between; gap: 8px; }
