@@ -131,6 +131,7 @@ INVALID: dict[str, str] = {
     "auth0_jwks_url": "file:///etc/passwd",
     "auth0_client_id": "client id with spaces",
     "ingress_permissions": "read:devices drop;table",
+    "ingress": "maybe",
     "auth0_homes_claim": "sub",
     "auth_leeway": "-5",
     "dev_auth": "sure",
