@@ -70,7 +70,6 @@ def _create(token_path: Path) -> str:
     return token
 
 
-def bearer_matches(expected: str, authorization: str | None) -> bool:
-    """Whether an ``Authorization`` header carries ``expected`` as its bearer token (constant time)."""
-    scheme, _, value = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected.encode())
+def token_matches(expected: str, token: str | None) -> bool:
+    """Whether a bearer ``token`` (``bearer.bearer_token``'s) is ``expected``, compared in constant time."""
+    return token is not None and hmac.compare_digest(token.encode(), expected.encode())

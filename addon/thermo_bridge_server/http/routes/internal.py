@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from thermo_bridge_server.auth.internal import bearer_matches
+from thermo_bridge_server.auth.bearer import bearer_token
+from thermo_bridge_server.auth.internal import token_matches
 from thermo_bridge_server.errors import ApiError
 from thermo_bridge_server.http.context import HTTP
 from thermo_bridge_server.http.params import check_query
@@ -25,7 +26,7 @@ async def status(request: web.Request) -> web.Response:
     ctx = request.app[HTTP]
     if ctx.internal is None:
         raise ApiError(404, "not_found", "no such resource")
-    if not bearer_matches(ctx.internal.token, request.headers.get(hdrs.AUTHORIZATION)):
+    if not token_matches(ctx.internal.token, bearer_token(request)):
         raise ApiError(
             401,
             "invalid_token",
