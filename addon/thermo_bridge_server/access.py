@@ -41,15 +41,15 @@ class Permissions:
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """What one authenticated caller may see: ``homes`` None means every home (admin)."""
+    """What one authenticated caller may see: ``homes`` None means every home.
+
+    Every home comes with the admin permission, or with a token of the server's own ingress
+    panel (``Principal.every_home``); only ``admin`` also sees everyone's commands.
+    """
 
     principal: Principal
     homes: frozenset[str] | None
-
-    @property
-    def admin(self) -> bool:
-        """Whether the caller sees every device."""
-        return self.homes is None
+    admin: bool = False
 
     def sees(self, home: str) -> bool:
         """Whether devices of ``home`` are visible to the caller."""
@@ -78,6 +78,8 @@ class AccessPolicy:
         """Check ``permission`` (403 insufficient_scope) and compute the caller's homes."""
         require(principal, permission)
         if principal.has(self.permissions.admin):
+            return Access(principal, None, admin=True)
+        if principal.every_home:
             return Access(principal, None)
         granted = await self.store.get_grants(principal.sub)
         return Access(principal, frozenset(principal.homes) | granted)

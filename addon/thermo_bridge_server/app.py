@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -27,10 +28,12 @@ from .access import AccessPolicy, Permissions
 from .auth import Authenticator
 from .auth.bearer import auth_middleware
 from .auth.devauth import DevIssuer
+from .auth.ingress import IngressIssuer
 from .auth.internal import load_or_create_internal_token
-from .config import ServerConfig
+from .config import AuthSettings, ServerConfig
 from .discovery import Advertiser
 from .http import API_PREFIX, HttpContext, HttpSettings, InternalStatus, middlewares, setup_http
+from .http.middlewares import auth_origin, ingress_origin_allowed
 from .http.openapi import build_document
 from .ingest import Ingest
 from .metrics import HttpCounters, Metrics, Throughput
@@ -119,9 +122,11 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             "paste it from that file)",
             config.internal_token_path,
         )
+    # The panel's signing key (RSA generation: a thread), only where ingress is trusted.
+    ingress = await asyncio.to_thread(IngressIssuer, config.ingress_permissions) if config.ingress else None
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
     try:
-        authenticator, dev_issuer = await _authenticator(config, session)
+        authenticator, dev_issuer = await _authenticator(config, session, ingress)
     except BaseException:
         await session.close()
         raise
@@ -156,6 +161,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             max_connections_per_user=config.ws_max_connections_per_user,
             max_message_bytes=config.ws_max_message_bytes,
             handshakes_per_minute=config.ws_handshakes_per_minute,
+            proxied_origin=ingress_origin_allowed if ingress is not None else None,
         ),
         limiter,
     )
@@ -191,6 +197,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
     )
     app[COMPONENTS] = components
     document = build_document(version, homes_claim=auth_settings.homes_claim)
+    page, page_origin = page_auth(config, auth_settings)
     setup_http(
         app,
         HttpContext(
@@ -204,12 +211,16 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
                 max_body_bytes=config.max_body_bytes,
                 cors_origins=config.cors_origins,
                 rate_limit_per_minute=config.rate_limit_per_minute,
+                page_auth=page,
+                page_auth_origin=page_origin,
+                ingress=ingress is not None,
             ),
             metrics=metrics,
             openapi=lambda: document,
             rate_limiter=limiter,
             address_limiter=RateLimiter(config.rate_limit_unauthenticated_per_minute),
             internal=InternalStatus(internal_token, functools.partial(status_figures, components)),
+            ingress=ingress,
         ),
     )
     transport.connection_listeners.append(realtime.broker_changed)
@@ -256,16 +267,32 @@ async def _sample_throughput(c: Components) -> None:
 
 
 async def _authenticator(
-    config: ServerConfig, session: aiohttp.ClientSession
+    config: ServerConfig, session: aiohttp.ClientSession, ingress: IngressIssuer | None
 ) -> tuple[Authenticator, DevIssuer | None]:
+    local = ingress.local_issuer() if ingress is not None else None
     if config.dev_auth:
         dev_issuer = await asyncio.to_thread(
             DevIssuer, config.dev_key_path, issuer=dev_issuer_url(config), homes_claim=config.homes_claim, warn=True
         )
-        return dev_issuer.authenticator(session), dev_issuer
+        return Authenticator(dev_issuer.settings(), session, static_jwks=dev_issuer.jwks(), local=local), dev_issuer
     if config.auth is None:  # load_config refuses this; keep the guard for programmatic use
         raise ValueError("auth settings are required unless dev_auth is enabled")
-    return Authenticator(config.auth, session), None
+    return Authenticator(config.auth, session, local=local), None
+
+
+def page_auth(config: ServerConfig, auth: AuthSettings) -> tuple[dict[str, Any], str | None]:
+    """How the dashboard signs in outside ingress, and the origin its CSP lets it connect to.
+
+    Dev auth only when the server runs in dev mode: an Auth0 server never offers it.
+    """
+    if config.dev_auth:
+        return {"mode": "dev"}, None
+    return {
+        "mode": "auth0",
+        "domain": urlsplit(auth.issuer).netloc,
+        "client_id": config.auth0_client_id,
+        "audience": auth.audience,
+    }, auth_origin(auth.issuer)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -38,6 +38,7 @@ _GROUP_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
 _DOMAIN_RE = re.compile(rf"{_LABEL}(\.{_LABEL})*(:\d{{1,5}})?")
+_PERMISSION_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:]+\](:\d{1,5})?")
 MQTT_OPTIONS = frozenset(
     {"mqtt_host", "mqtt_port", "mqtt_username", "mqtt_password", "mqtt_tls", "mqtt_ca_file", "mqtt_cert_file"}
@@ -191,6 +192,9 @@ class ServerConfig:
     internal_token_path: str = "thermo_bridge_internal_token"  # noqa: S105 - a file name, not the token
     advertise_host: str | None = None
     ws_allow_no_origin: bool = False
+    auth0_client_id: str | None = None
+    ingress: bool = False
+    ingress_permissions: tuple[str, ...] = ("read:devices", "write:devices")
     ws_max_connections_per_user: int = 20
     ws_handshakes_per_minute: int = 120
     ws_max_message_bytes: int = 64 * 1024
@@ -368,6 +372,20 @@ def _origins(value: object) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _permissions(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if not isinstance(value, (list, tuple)):
+        raise vol.Invalid("expected a list of permission names (or a comma-separated string)")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not _PERMISSION_RE.fullmatch(item.strip()):
+            raise vol.Invalid(f"{str(item)[:80]!r} is not a permission name like read:devices")
+        if item.strip() not in out:
+            out.append(item.strip())
+    return tuple(out)
+
+
 # Claims the server reads for other purposes, or that RFC 7519 registers: never a homes claim.
 _RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "azp", "scope", "permissions"})
 
@@ -452,6 +470,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("auth0_domain", _domain, "Auth0 tenant domain (issuer https://<domain>/)"),
     Option("auth0_audience", _text(), "Auth0 API audience (identifier)"),
+    Option(
+        "auth0_client_id",
+        _text(_CLIENT_ID_RE, "an Auth0 client id (1-64 of A-Z a-z 0-9 _ . : -)"),
+        "client id of the Auth0 Single Page Application the dashboard signs in with (public, not a secret)",
+    ),
     Option("auth0_jwks_url", _url, "JWKS URL (default https://<domain>/.well-known/jwks.json)"),
     Option("auth0_homes_claim", _claim_name, "access-token claim listing the user's homes", DEFAULT_HOMES_CLAIM),
     Option("auth_leeway", _number(0, 300), "clock skew tolerated on exp/nbf/iat, seconds", 30.0),
@@ -467,6 +490,21 @@ OPTIONS: tuple[Option, ...] = (
         "default: next to the SQLite database)",
         None,
         "/data/internal_token",
+    ),
+    Option(
+        "ingress",
+        _boolean,
+        "trust Home Assistant's ingress proxy (172.30.32.2): panel tokens for its X-Remote-User-Id "
+        "(on by default under the Supervisor only)",
+        default=False,
+        supervised_default=True,
+        flag=True,
+    ),
+    Option(
+        "ingress_permissions",
+        _permissions,
+        "permissions of Home Assistant users in the add-on's panel (ingress), on every home",
+        ("read:devices", "write:devices"),
     ),
     Option("ws_allow_no_origin", _boolean, "accept WebSockets without Origin (not browsers)", default=False, flag=True),
     Option("ws_max_connections_per_user", _integer(1, 10_000), "WebSocket and SSE streams one user may hold", 20),
@@ -610,6 +648,9 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         internal_token_path=values["internal_token_path"] or _next_to_database(values["store_url"]),
         advertise_host=values["advertise_host"],
         ws_allow_no_origin=values["ws_allow_no_origin"],
+        auth0_client_id=values["auth0_client_id"],
+        ingress=values["ingress"],
+        ingress_permissions=tuple(values["ingress_permissions"]),
         ws_max_connections_per_user=values["ws_max_connections_per_user"],
         ws_max_message_bytes=values["ws_max_message_bytes"],
         supervisor_url=(env.get(ENV_PREFIX + "SUPERVISOR_URL") or DEFAULT_SUPERVISOR_URL) if supervised else None,

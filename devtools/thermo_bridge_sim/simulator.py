@@ -151,6 +151,7 @@ class Simulator:
         tls_ca: str | None = None,
         seed: int | None = None,
         qos: int = 1,
+        refuse_above: float | None = None,
     ) -> None:
         if thermostats < 0 or sensors < 0 or thermostats + sensors == 0:
             raise ValueError("the simulator needs at least one device")
@@ -163,6 +164,8 @@ class Simulator:
         self.base_topic = validate_base_topic(base_topic)
         self.rate = float(rate)
         self.qos = qos
+        self.refuse_above = refuse_above
+        """Thermostats refuse setpoints above this (an installer's limit): an ``error`` ack with the reason."""
         self._username = username
         self._password = password
         self._tls_ca = tls_ca
@@ -795,6 +798,13 @@ class Simulator:
             ack = Ack(command_id, AckStatus.ERROR, reason, round(time.time(), 3))
             device.client.publish(ack_topic, encode_ack(ack), qos=1)
             return
+        limit = self.refuse_above
+        setpoints = [v for k, v in command.values.items() if k.startswith("target_temperature")]
+        if limit is not None and any(isinstance(v, float | int) and v > limit for v in setpoints):
+            reason = f"setpoint_limited: the installer limited setpoints to {limit:g} °C"
+            ack = Ack(command.command_id, AckStatus.ERROR, reason, round(time.time(), 3))
+            device.client.publish(ack_topic, encode_ack(ack), qos=1)
+            return
         self.commands.append((device.device_id, command))
         changed = self._apply(device, command.values)
         self._control(device)
@@ -955,6 +965,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1, help="QoS of state and event messages")
     parser.add_argument("--seed", type=int, default=None, help="random seed, for reproducible runs")
     parser.add_argument("--clear", action="store_true", help="clear the devices' retained topics on exit")
+    parser.add_argument(
+        "--refuse-above", type=float, default=None, metavar="T", help="thermostats refuse setpoints above T (°C)"
+    )
     return parser
 
 
@@ -976,6 +989,7 @@ def main(argv: list[str] | None = None) -> int:
             tls_ca=args.tls_ca,
             seed=args.seed,
             qos=args.qos,
+            refuse_above=args.refuse_above,
         )
         sim.start()
     except (SimulatorError, ValueError, ProtocolError) as err:

@@ -35,6 +35,8 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """More THERMO_BRIDGE_* settings (e.g. the browser tests' ingress)."""
 
     @property
     def token_path(self) -> Path:
@@ -82,6 +84,7 @@ class ServerProcess:
             "THERMO_BRIDGE_INTERNAL_TOKEN_PATH": str(self.token_path),
             "THERMO_BRIDGE_ZEROCONF": "false",
             "THERMO_BRIDGE_COMMAND_TIMEOUT": "5",
+            **self.env,
         }
         env.pop("SUPERVISOR_TOKEN", None)
         with self.log_path.open("ab") as log:

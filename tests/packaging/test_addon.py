@@ -26,6 +26,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from thermo_bridge_server.app import SHUTDOWN_TIMEOUT
+from thermo_bridge_server.config import OPTIONS_BY_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
@@ -92,6 +93,13 @@ SUPERVISOR_MANIFEST = vol.Schema(
         vol.Optional("ports"): {vol.Match(RE_PORT_KEY): vol.Any(None, _port)},
         vol.Optional("ports_description"): {vol.Match(RE_PORT_KEY): str},
         vol.Optional("timeout"): vol.All(int, vol.Range(min=10, max=300)),
+        vol.Optional("ingress"): bool,
+        vol.Optional("ingress_port"): vol.Any(_port, 0),
+        vol.Optional("ingress_entry"): str,
+        vol.Optional("ingress_stream"): bool,
+        vol.Optional("panel_icon"): str,
+        vol.Optional("panel_title"): str,
+        vol.Optional("panel_admin"): bool,
         vol.Optional("options"): dict,
         vol.Optional("schema"): {str: object},
     },
@@ -233,6 +241,16 @@ def test_discovery_names_the_integration(manifest: dict[str, Any]) -> None:
     a config flow for the integration of that name."""
     domain = json.loads((INTEGRATION / "manifest.json").read_text())["domain"]
     assert manifest["discovery"] == [domain]
+
+
+def test_ingress_reaches_the_servers_port(manifest: dict[str, Any]) -> None:
+    """The panel: ingress on the port the server listens on, with the dashboard's icon."""
+    assert manifest["ingress"] is True
+    assert manifest.get("ingress_port", 8099) == OPTIONS_BY_NAME["http_port"].default
+    assert f"{manifest.get('ingress_port', 8099)}/tcp" in manifest["ports"]
+    assert manifest["panel_icon"] == "mdi:thermostat"
+    assert manifest["panel_title"]
+    assert manifest.get("panel_admin", True), "only Home Assistant administrators may open the panel"
 
 
 def test_certificate_folder_is_mapped_read_only(manifest: dict[str, Any]) -> None:

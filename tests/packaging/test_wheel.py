@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -61,6 +62,16 @@ def build_wheel(out: Path) -> Path:
     subprocess.run([uv(), "build", "--wheel", "--out-dir", str(out), str(ROOT)], check=True, capture_output=True)
     (wheel,) = out.glob("thermo_bridge-*.whl")
     return wheel
+
+
+def test_the_wheel_holds_the_built_dashboard(tmp_path: Path) -> None:
+    """Every committed file of the page is package data (the add-on image installs the wheel)."""
+    wheel = build_wheel(tmp_path / "dist")
+    built = ROOT / "addon" / "thermo_bridge_server" / "http" / "dashboard"
+    expected = {f"thermo_bridge_server/http/dashboard/{p.relative_to(built)}" for p in built.rglob("*") if p.is_file()}
+    assert any(name.endswith("index.html") for name in expected)
+    with zipfile.ZipFile(wheel) as archive:
+        assert expected <= set(archive.namelist())
 
 
 def installed(wheel: Path) -> Path:
@@ -146,6 +157,18 @@ async def test_the_wheel_on_python_3_13_runs_as_the_add_on(supervisor: FakeSuper
                     return False
 
             await wait_for(ready, what="the installed server to be ready", timeout=60)
+            # The dashboard is in the wheel: the page and every module it names, with their types.
+            async with session.get(f"http://127.0.0.1:{port}/") as resp:
+                assert resp.status == 200
+                assert resp.headers["Cache-Control"] == "no-cache"
+                page = await resp.text()
+            modules = re.findall(r'src="(assets/[^"]+)"', page)
+            assert modules
+            for module in modules:
+                async with session.get(f"http://127.0.0.1:{port}/{module}") as resp:
+                    assert resp.status == 200, module
+                    assert resp.headers["Content-Type"].startswith("text/javascript"), module
+                    assert "immutable" in resp.headers["Cache-Control"]
         await wait_for(lambda: supervisor.discoveries, what="its discovery", timeout=30)
         token = (await asyncio.to_thread((data / "internal_token").read_text)).strip()
         assert supervisor.discoveries == [

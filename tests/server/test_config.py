@@ -129,6 +129,9 @@ INVALID: dict[str, str] = {
     "auth0_domain": "not a domain",
     "auth0_audience": " ",
     "auth0_jwks_url": "file:///etc/passwd",
+    "auth0_client_id": "client id with spaces",
+    "ingress_permissions": "read:devices drop;table",
+    "ingress": "maybe",
     "auth0_homes_claim": "sub",
     "auth_leeway": "-5",
     "dev_auth": "sure",
@@ -143,6 +146,17 @@ INVALID: dict[str, str] = {
     "advertise_host": "thermo.local",
     "internal_token_path": " ",
 }
+
+
+def test_ingress_permissions_and_the_dashboards_client_id() -> None:
+    config = load_config(["--dev-auth"], env={})
+    assert config.ingress_permissions == ("read:devices", "write:devices")
+    assert config.auth0_client_id is None
+    config = load_config(
+        [*AUTH, "--ingress-permissions", "read:devices, admin read:devices", "--auth0-client-id", "AbC123xyz"], env={}
+    )
+    assert config.ingress_permissions == ("read:devices", "admin")
+    assert config.auth0_client_id == "AbC123xyz"
 
 
 def test_every_option_has_an_invalid_case() -> None:

@@ -165,13 +165,15 @@ async def test_liveness_stays_while_the_broker_is_away(stack: ServerStack) -> No
     await asyncio.to_thread(stack.broker.start)
 
 
-async def test_index_page_names_the_server_and_links_its_api(stack: ServerStack) -> None:
-    """Home Assistant's device page links here (the server device's configuration_url)."""
+async def test_index_page_is_the_dashboard(stack: ServerStack) -> None:
+    """Home Assistant's device page links here (the server device's configuration_url): the dashboard."""
     page = await stack.api.call("GET", "/")
     assert page.status == 200
     assert page.headers["Content-Type"].startswith("text/html")
-    assert f"Thermo Bridge server {server_version()}" in page.text
-    assert 'href="/api/v1/openapi.json"' in page.text
+    assert "<tb-app></tb-app>" in page.text
+    assert 'src="assets/main-' in page.text  # relative: the same page works under ingress's prefix
+    config = (await stack.api.call("GET", "/api/v1/client-config")).json()
+    assert config["version"] == server_version()
     assert (await stack.api.call("GET", "/?x=1")).status == 400
 
 

@@ -78,6 +78,8 @@ class Principal:
     permissions: frozenset[str]
     homes: frozenset[str] = frozenset()
     expires_at: float | None = None  # the token's exp (epoch seconds); lets long-lived sockets expire
+    every_home: bool = False
+    """Sees every home without being an admin: only tokens this server minted itself (ingress) say so."""
 
     def has(self, permission: str) -> bool:
         """Strict membership: ``admin`` does not imply the others unless the API says so."""
@@ -176,6 +178,19 @@ class SigningKey:
     alg: str | None
 
 
+@dataclass(frozen=True)
+class LocalIssuer:
+    """Tokens this server signs itself (the ingress panel's): their key, issuer and audience.
+
+    Verified by the same checks as the tenant's; the key id picks which issuer's rules apply,
+    so a token signed with the local key but naming the tenant (or the reverse) is refused.
+    """
+
+    key: SigningKey
+    issuer: str
+    audience: str
+
+
 def parse_jwks(document: object, algorithms: Iterable[str]) -> dict[str, SigningKey]:
     """Usable signing keys by kid; keys that are not RSA signing keys for our algorithms are skipped."""
     if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
@@ -265,8 +280,8 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float:
     return float(value)
 
 
-def _claims(claims: Mapping[str, Any], settings: AuthSettings, now: float) -> None:
-    """The registered claims, typed as RFC 7519 defines them, then checked against this API."""
+def _claims(claims: Mapping[str, Any], settings: AuthSettings, now: float, local: LocalIssuer | None = None) -> None:
+    """The registered claims, typed as RFC 7519 defines them, then checked against this API (or ``local``'s)."""
     for name in ("exp", "iat", "iss", "aud", "sub"):
         if name not in claims:
             raise _RejectedError(f"claim {name} missing")
@@ -290,9 +305,9 @@ def _claims(claims: Mapping[str, Any], settings: AuthSettings, now: float) -> No
         raise _RejectedError("token expired")
     if (nbf is not None and nbf > now + leeway) or iat > now + leeway:
         raise _RejectedError("token not yet valid")
-    if claims["iss"] != settings.issuer:
+    if claims["iss"] != (local.issuer if local else settings.issuer):
         raise _RejectedError("wrong issuer")
-    if settings.audience not in audiences:
+    if (local.audience if local else settings.audience) not in audiences:
         raise _RejectedError("wrong audience")
 
 
@@ -328,6 +343,7 @@ class Authenticator:
         session: aiohttp.ClientSession,
         *,
         static_jwks: Mapping[str, Any] | None = None,
+        local: LocalIssuer | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -344,6 +360,7 @@ class Authenticator:
         self._failed_at: float | None = None
         self._inflight: asyncio.Task[None] | None = None
         self._static = static_jwks is not None
+        self._local = local
         self.stats = AuthStats()
         if static_jwks is not None:
             self._keys = parse_jwks(static_jwks, settings.algorithms)
@@ -424,6 +441,7 @@ class Authenticator:
         signature = _b64url_decode(segments[2], "signature")
         # Parsed in full before any key is looked up: a malformed token never causes a JWKS fetch.
         claims = _json_object(segments[1], "payload")
+        local = self._local if self._local is not None and kid == self._local.key.kid else None
         key = await self._key_for(kid)
         if key is None:
             raise _RejectedError("unknown signing key")
@@ -433,8 +451,8 @@ class Authenticator:
         signing_input = f"{segments[0]}.{segments[1]}".encode("ascii")
         if not algorithm.verify(signing_input, key.key, signature):
             raise _RejectedError("signature verification failed")
-        _claims(claims, settings, self._wall_clock())
-        principal = self._principal(claims)
+        _claims(claims, settings, self._wall_clock(), local)
+        principal = self._principal(claims, every_home=local is not None)
         # Clients reuse a token for many requests: remember the verified result until exp
         # (exp and the key are re-checked on every hit; nbf/iat only get more valid with time).
         if len(self._verified) >= _VERIFIED_CACHE_SIZE:
@@ -442,7 +460,7 @@ class Authenticator:
         self._verified[token] = (principal, key)
         return principal
 
-    def _principal(self, claims: Mapping[str, Any]) -> Principal:
+    def _principal(self, claims: Mapping[str, Any], *, every_home: bool = False) -> Principal:
         settings = self.settings
         permissions: set[str] = set()
         raw_permissions = claims.get(settings.permissions_claim)
@@ -466,9 +484,12 @@ class Authenticator:
             permissions=frozenset(permissions),
             homes=homes,
             expires_at=float(claims["exp"]),
+            every_home=every_home,
         )
 
     async def _key_for(self, kid: str) -> SigningKey | None:
+        if self._local is not None and kid == self._local.key.kid:
+            return self._local.key
         if self._static:
             return self._keys.get(kid)
         now = self._clock()

@@ -1,8 +1,9 @@
 """The REST API under ``/api/v1``, its public routes, and the internal-token ``/internal/v1/status``.
 
-The public ones are ``/health`` (readiness), ``/health/live``, ``/metrics`` and the OpenAPI
-document. Handlers live in ``routes/`` (one module per resource) and reach their services through one
-``HttpContext``; what a caller may see is decided by ``access.py``, not here.
+The public ones are ``/health`` (readiness), ``/health/live``, ``/metrics``, the OpenAPI
+document, and the dashboard with its configuration (``routes/dashboard.py``). Handlers live in
+``routes/`` (one module per resource) and reach their services through one ``HttpContext``;
+what a caller may see is decided by ``access.py``, not here.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from aiohttp import web
 
 from .context import API_PREFIX, HTTP, HttpContext, HttpSettings, InternalStatus
 from .middlewares import OPENAPI_PATH, middlewares, on_response_prepare
-from .routes import admin, commands, devices, internal, public
+from .routes import admin, commands, dashboard, devices, internal, public
 
-ROUTES = (*devices.routes, *commands.routes, *admin.routes, *public.routes, *internal.routes)
+ROUTES = (*devices.routes, *commands.routes, *admin.routes, *public.routes, *internal.routes, *dashboard.routes)
 """Every route of the API (the OpenAPI test compares them with the document)."""
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from thermo_bridge_server.access import Access, AccessPolicy, Permissions
 from thermo_bridge_server.auth.bearer import principal_of
+from thermo_bridge_server.auth.ingress import IngressIssuer
 from thermo_bridge_server.metrics import HttpCounters, Metrics
 from thermo_bridge_server.ratelimit import RateLimiter
 from thermo_bridge_server.services import BrokerState, CommandSender
@@ -27,6 +28,12 @@ class HttpSettings:
     max_body_bytes: int = 64 * 1024
     cors_origins: tuple[str, ...] = ()
     rate_limit_per_minute: int = 120
+    page_auth: Mapping[str, Any] = field(default_factory=lambda: {"mode": "dev"})
+    """How the dashboard signs in outside ingress (``GET /api/v1/client-config``'s ``auth``)."""
+    page_auth_origin: str | None = None
+    """The token issuer's origin, which the page's CSP lets it connect to (Auth0's token calls)."""
+    ingress: bool = False
+    """Trust the Supervisor's ingress proxy: its X-Remote-User-* headers get a panel token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,8 @@ class HttpContext:
     """Requests refused with 401, per client address."""
     internal: InternalStatus | None = None
     """None: the internal status endpoint answers 404 (e.g. an app built without a token file)."""
+    ingress: IngressIssuer | None = None
+    """Mints the panel's tokens; None: ``POST /api/v1/ingress/token`` answers 403."""
 
     @property
     def counters(self) -> HttpCounters:

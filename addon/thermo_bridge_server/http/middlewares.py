@@ -27,6 +27,8 @@ from .params import payload_too_large
 _LOGGER = logging.getLogger(__name__)
 
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
+CLIENT_CONFIG_PATH = f"{API_PREFIX}/client-config"
+INGRESS_TOKEN_PATH = f"{API_PREFIX}/ingress/token"
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -210,6 +212,20 @@ def served_under_ingress(request: web.Request) -> bool:
     return request.remote == INGRESS_PROXY and "X-Ingress-Path" in request.headers
 
 
+def ingress_origin_allowed(request: web.Request, origin: str) -> bool:
+    """A WebSocket ``Origin`` from the panel: Home Assistant's own, only through its ingress proxy.
+
+    The page runs on Home Assistant's origin there. Its host is the one the browser reached
+    Home Assistant at, which Home Assistant's proxy passes on as ``X-Forwarded-Host`` (a
+    browser cannot set that header on a WebSocket handshake).
+    """
+    if not served_under_ingress(request) or not request.app[HTTP].settings.ingress:
+        return False
+    host = request.headers.get(hdrs.X_FORWARDED_HOST, "")
+    parts = urlsplit(origin)
+    return bool(host) and parts.scheme in {"http", "https"} and parts.netloc.lower() == host.strip().lower()
+
+
 def page_csp(auth_origin: str | None, *, ingress: bool) -> str:
     """The policy of the dashboard page served at ``/`` (a Lit + uPlot single-page app).
 
@@ -274,7 +290,9 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
         response.headers.add(hdrs.VARY, hdrs.ORIGIN)
 
 
-PUBLIC_API_PATHS = frozenset({OPENAPI_PATH})
+PUBLIC_API_PATHS = frozenset({OPENAPI_PATH, CLIENT_CONFIG_PATH})
+PUBLIC_POST_PATHS = frozenset({INGRESS_TOKEN_PATH})
+"""Authenticated by who forwarded them (Home Assistant's ingress proxy), not by a token."""
 
 
 def _bypass(auth: Middleware, self_authenticating: frozenset[str]) -> Middleware:
@@ -285,6 +303,8 @@ def _bypass(auth: Middleware, self_authenticating: frozenset[str]) -> Middleware
         if request.method in (hdrs.METH_GET, hdrs.METH_HEAD) and (
             request.path in PUBLIC_API_PATHS or request.path in self_authenticating
         ):
+            return await handler(request)
+        if request.method == hdrs.METH_POST and request.path in PUBLIC_POST_PATHS:
             return await handler(request)
         return await auth(request, handler)
 

@@ -253,6 +253,59 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "ClientConfig": {
+        "type": "object",
+        "description": "What the dashboard needs before any login (public: no secret in it).",
+        "required": ["version", "auth"],
+        "additionalProperties": False,
+        "properties": {
+            "version": {"type": "string"},
+            "auth": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "description": "Auth0 with PKCE; client_id is null while the auth0_client_id option is unset.",
+                        "required": ["mode", "domain", "client_id", "audience"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "mode": {"const": "auth0"},
+                            "domain": {"type": "string"},
+                            "client_id": {"type": ["string", "null"]},
+                            "audience": {"type": "string"},
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "description": "Dev auth: the page takes a dev token (#token= in its URL).",
+                        "required": ["mode"],
+                        "additionalProperties": False,
+                        "properties": {"mode": {"const": "dev"}},
+                    },
+                    {
+                        "type": "object",
+                        "description": "Home Assistant's ingress: the page asks POST /api/v1/ingress/token.",
+                        "required": ["mode", "user"],
+                        "additionalProperties": False,
+                        "properties": {"mode": {"const": "ingress"}, "user": {"type": ["string", "null"]}},
+                    },
+                ]
+            },
+        },
+    },
+    "IngressToken": {
+        "type": "object",
+        "description": "A short-lived access token for the Home Assistant user of an ingress request.",
+        "required": ["access_token", "token_type", "expires_at", "expires_in", "sub", "permissions"],
+        "additionalProperties": False,
+        "properties": {
+            "access_token": {"type": "string"},
+            "token_type": {"const": "Bearer"},
+            "expires_at": {"type": "integer", "description": "Epoch seconds."},
+            "expires_in": {"type": "integer", "description": "Seconds."},
+            "sub": {"type": "string", "description": "homeassistant|<Home Assistant user id>"},
+            "permissions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "Liveness": {
         "type": "object",
         "required": ["status", "version"],
@@ -702,12 +755,55 @@ def build_paths() -> dict[str, Any]:
         },
         "/": {
             "get": _operation(
-                "getIndex",
-                "What this server is, with links to its API document, health and metrics (unauthenticated)",
+                "getDashboard",
+                "The dashboard: also the ingress panel and where Home Assistant's device page links",
                 "200",
-                {"description": "A small HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                {"description": "The page (no-cache).", "content": {"text/html": {"schema": {"type": "string"}}}},
                 tag="meta",
                 public=True,
+                params=[
+                    _param(name, "query", {"type": "string"}, what)
+                    for name, what in (
+                        ("code", "Auth0's authorization code, when Auth0 sends the user back."),
+                        ("state", "Auth0's state, with code."),
+                        ("error", "Auth0's error, when the login failed."),
+                        ("error_description", "Auth0's description of the error."),
+                        ("bench", "Performance marks for bench/dashboard.py."),
+                    )
+                ],
+            )
+        },
+        "/assets/{name}": {
+            "get": _operation(
+                "getDashboardAsset",
+                "A content-hashed module of the dashboard (cached for a year)",
+                "200",
+                {"description": "JavaScript.", "content": {"text/javascript": {"schema": {"type": "string"}}}},
+                tag="meta",
+                public=True,
+                errors=("404",),
+                params=[_param("name", "path", {"type": "string"}, "The file name, with its hash.")],
+            )
+        },
+        f"{p}/client-config": {
+            "get": _operation(
+                "getClientConfig",
+                "How the dashboard signs in: Auth0's public settings, dev auth, or Home Assistant's ingress",
+                "200",
+                _json("The page's configuration.", _ref("ClientConfig")),
+                tag="meta",
+                public=True,
+            )
+        },
+        f"{p}/ingress/token": {
+            "post": _operation(
+                "createIngressToken",
+                "A token for the Home Assistant user of an ingress request (only from the Supervisor's proxy)",
+                "200",
+                _json("Valid for expires_in seconds; ask again before.", _ref("IngressToken")),
+                tag="meta",
+                public=True,
+                errors=("403",),
             )
         },
         "/health/live": {

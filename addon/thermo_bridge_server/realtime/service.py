@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from thermo_bridge_server.access import Access, AccessPolicy, Permissions
 from thermo_bridge_server.auth import Authenticator, Principal
 from thermo_bridge_server.errors import ApiError
@@ -56,6 +58,8 @@ class RealtimeSettings:
     heartbeat: float = 20.0
     sse_keepalive: float = 15.0
     ticket_seconds: float = 30.0
+    proxied_origin: Callable[[web.Request, str], bool] | None = None
+    """An ``Origin`` that a trusted proxy vouches for (Home Assistant's, under ingress)."""
 
 
 class Realtime:

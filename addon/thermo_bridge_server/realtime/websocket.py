@@ -51,7 +51,10 @@ def origin_allowed(request: web.Request, realtime: Realtime) -> bool:
     allowed = realtime.settings.allowed_origins
     if origin in allowed or "*" in allowed:
         return True
-    return origin == f"{request.scheme}://{request.host}"
+    if origin == f"{request.scheme}://{request.host}":
+        return True
+    proxied = realtime.settings.proxied_origin
+    return proxied is not None and proxied(request, origin)
 
 
 DIRECT_WRITE_LIMIT: Final = 64 * 1024

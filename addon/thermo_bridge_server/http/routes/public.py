@@ -1,9 +1,8 @@
-"""What needs no token: the index page, the OpenAPI document, liveness, readiness and Prometheus metrics."""
+"""What needs no token: the OpenAPI document, liveness, readiness and Prometheus metrics (the page: ``dashboard``)."""
 
 from __future__ import annotations
 
 import asyncio
-import html
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -16,33 +15,8 @@ from thermo_bridge_server.store.base import Store
 
 HEALTH_STORE_TIMEOUT = 2.0
 
-DOCUMENTATION_URL = "https://github.com/thermo-bridge/thermo_bridge"
 
 routes = web.RouteTableDef()
-
-_INDEX = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Thermo Bridge server</title></head>
-<body>
-<h1>Thermo Bridge server {version}</h1>
-<p>The REST API for web apps is under <code>/api/v1</code> (Auth0 access tokens).</p>
-<ul>
-<li><a href="{openapi}">OpenAPI document</a></li>
-<li><a href="/health">Readiness</a> and <a href="/health/live">liveness</a></li>
-<li><a href="/metrics">Prometheus metrics</a></li>
-<li><a href="{docs}">Documentation</a></li>
-</ul>
-</body></html>
-"""
-
-
-@routes.get("/")
-async def index(request: web.Request) -> web.Response:
-    """Where Home Assistant's device page links to: what this server is and where its API is."""
-    check_query(request, ())
-    page = _INDEX.format(
-        version=html.escape(request.app[HTTP].settings.version), openapi=OPENAPI_PATH, docs=DOCUMENTATION_URL
-    )
-    return web.Response(text=page, content_type="text/html")
 
 
 @routes.get(OPENAPI_PATH)

@@ -290,10 +290,61 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** What this server is, with links to its API document, health and metrics (unauthenticated) */
-        get: operations["getIndex"];
+        /** The dashboard: also the ingress panel and where Home Assistant's device page links */
+        get: operations["getDashboard"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/assets/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A content-hashed module of the dashboard (cached for a year) */
+        get: operations["getDashboardAsset"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/client-config": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** How the dashboard signs in: Auth0's public settings, dev auth, or Home Assistant's ingress */
+        get: operations["getClientConfig"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/ingress/token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A token for the Home Assistant user of an ingress request (only from the Supervisor's proxy) */
+        post: operations["createIngressToken"];
         delete?: never;
         options?: never;
         head?: never;
@@ -516,6 +567,37 @@ export interface components {
                 ok: boolean;
                 error?: string;
             };
+        };
+        /** @description What the dashboard needs before any login (public: no secret in it). */
+        ClientConfig: {
+            version: string;
+            auth: {
+                /** @constant */
+                mode: "auth0";
+                domain: string;
+                client_id: string | null;
+                audience: string;
+            } | {
+                /** @constant */
+                mode: "dev";
+            } | {
+                /** @constant */
+                mode: "ingress";
+                user: string | null;
+            };
+        };
+        /** @description A short-lived access token for the Home Assistant user of an ingress request. */
+        IngressToken: {
+            access_token: string;
+            /** @constant */
+            token_type: "Bearer";
+            /** @description Epoch seconds. */
+            expires_at: number;
+            /** @description Seconds. */
+            expires_in: number;
+            /** @description homeassistant|<Home Assistant user id> */
+            sub: string;
+            permissions: string[];
         };
         Liveness: {
             /** @constant */
@@ -1130,16 +1212,27 @@ export interface operations {
             };
         };
     };
-    getIndex: {
+    getDashboard: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Auth0's authorization code, when Auth0 sends the user back. */
+                code?: string;
+                /** @description Auth0's state, with code. */
+                state?: string;
+                /** @description Auth0's error, when the login failed. */
+                error?: string;
+                /** @description Auth0's description of the error. */
+                error_description?: string;
+                /** @description Performance marks for bench/dashboard.py. */
+                bench?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description A small HTML page. */
+            /** @description The page (no-cache). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1148,6 +1241,71 @@ export interface operations {
                     "text/html": string;
                 };
             };
+        };
+    };
+    getDashboardAsset: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The file name, with its hash. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description JavaScript. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/javascript": string;
+                };
+            };
+            404: components["responses"]["NotFound"];
+        };
+    };
+    getClientConfig: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The page's configuration. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClientConfig"];
+                };
+            };
+        };
+    };
+    createIngressToken: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Valid for expires_in seconds; ask again before. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IngressToken"];
+                };
+            };
+            403: components["responses"]["Forbidden"];
         };
     };
     getLiveness: {

@@ -1,0 +1,1 @@
+function e(){return new URL(".",location.href)}async function o(){let n=await fetch(new URL("api/v1/client-config",e()),{headers:{Accept:"application/json"}});if(!n.ok)throw new Error(`the server answered ${n.status} to api/v1/client-config`);return await n.json()}export{e as a,o as b};
