@@ -147,7 +147,9 @@ async def test_the_add_on_shows_as_a_device_with_its_figures(
     assert device.configuration_url == f"http://127.0.0.1:{server.port}/"
     async with session.get(device.configuration_url) as response:  # the link on the device page leads somewhere
         assert response.status == 200
-        assert f"Thermo Bridge server {version}" in await response.text()
+        page = await response.text()
+        assert "<title>Thermo Bridge</title>" in page  # the dashboard
+        assert "<tb-app>" in page
 
     figures = {key: entity(entity_registry, "sensor", key) for key in ("web_clients", "rejected_total")}
     assert state(hass, figures["web_clients"]) == "0"
