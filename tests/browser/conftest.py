@@ -34,8 +34,10 @@ CHROMIUM_ARGS = [
 ADMIN = ("read:devices", "write:devices", "admin")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    """One Chromium for the browser tests, closed after them: Playwright's sync API keeps an
+    event loop running on this thread, which would break asyncio tests collected later."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is missing: scripts/setup installs Debian's chromium")
     with sync_playwright() as playwright:

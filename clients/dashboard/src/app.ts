@@ -89,6 +89,8 @@ export class ThermoBridgeApp extends LitElement {
   #layout = new Map<string, string>();
   #resuming = false;
   #resetDuringResume: string | null = null;
+  #logPending: LogEntry[] = [];
+  #logFlushQueued = false;
 
   constructor() {
     super();
@@ -150,7 +152,12 @@ export class ThermoBridgeApp extends LitElement {
       {
         onEvent: (event) => {
           this.offsets.push(event.offset);
-          this.log = [entry(event, this.devices.get(event.device_id)), ...this.log].slice(0, LOG_SIZE);
+          this.#logPending.push(entry(event, this.devices.get(event.device_id)));
+          if (this.#logPending.length > LOG_SIZE) this.#logPending.shift();
+          if (!this.#logFlushQueued) {
+            this.#logFlushQueued = true;
+            requestAnimationFrame(() => this.#flushLog());
+          }
           this.#position();
         },
         onReset: () => this.#position(),
@@ -158,6 +165,13 @@ export class ThermoBridgeApp extends LitElement {
       { snapshot: false },
     );
     client.connect();
+  }
+
+  /** The log's new lines, once per animation frame: a burst of events costs one render, not one each. */
+  #flushLog(): void {
+    this.#logFlushQueued = false;
+    this.log = [...this.#logPending.reverse(), ...this.log].slice(0, LOG_SIZE);
+    this.#logPending = [];
   }
 
   #position(): void {

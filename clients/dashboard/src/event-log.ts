@@ -54,7 +54,7 @@ export class EventLog extends LitElement {
       .card { align-content: start; }
       ol { list-style: none; margin: 0; padding: 0; font-size: 0.85rem; }
       [role="log"] { max-height: 70vh; overflow-y: auto; }
-      li { display: grid; grid-template-columns: auto 1fr; gap: 0 8px; padding: 4px 0; border-bottom: 1px solid var(--tb-border); }
+      li { content-visibility: auto; contain-intrinsic-size: auto 44px; display: grid; grid-template-columns: auto 1fr; gap: 0 8px; padding: 4px 0; border-bottom: 1px solid var(--tb-border); }
       time, .kind { color: var(--tb-muted); font-variant-numeric: tabular-nums; }
       .ok { color: var(--tb-ok); } .error { color: var(--tb-error); } .pending { color: var(--tb-pending); }
       .text { grid-column: 1 / -1; overflow-wrap: anywhere; }

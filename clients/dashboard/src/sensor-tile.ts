@@ -4,7 +4,7 @@ import { html, LitElement, nothing, type PropertyValues, type TemplateResult } f
 import { benchRendered } from "./bench.js";
 import { label, reading } from "./format.js";
 import "./history-chart.js";
-import { cardStyles } from "./styles.js";
+import { cardStyles, deviceCardHost } from "./styles.js";
 import { availability } from "./thermostat-card.js";
 
 /** A sensor: every measurement it declares, its availability, and its history on demand. */
@@ -19,7 +19,7 @@ export class SensorTile extends LitElement {
   declare client: ThermoBridgeClient;
   declare showHistory: boolean;
 
-  static override styles = cardStyles;
+  static override styles = [cardStyles, deviceCardHost];
 
   constructor() {
     super();

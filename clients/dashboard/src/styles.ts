@@ -35,3 +35,11 @@ export const cardStyles = css`
     position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); white-space: nowrap;
   }
 `;
+
+/**
+ * A device card's host: off-screen cards skip layout and paint (they stay in the accessibility
+ * tree and in find-in-page), so a state change costs the cards in view, not a hundred.
+ */
+export const deviceCardHost = css`
+  :host { content-visibility: auto; contain-intrinsic-size: auto 240px; }
+`;

@@ -5,7 +5,7 @@ import { live } from "lit/directives/live.js";
 import { benchRendered } from "./bench.js";
 import { label, reading } from "./format.js";
 import "./history-chart.js";
-import { cardStyles } from "./styles.js";
+import { cardStyles, deviceCardHost } from "./styles.js";
 
 type SetpointKey = "target_temperature" | "target_temperature_low" | "target_temperature_high";
 type SelectKey = "hvac_mode" | "preset" | "fan_mode" | "swing_mode";
@@ -53,6 +53,7 @@ export class ThermostatCard extends LitElement {
 
   static override styles = [
     cardStyles,
+    deviceCardHost,
     css`
       .now { display: flex; align-items: baseline; gap: 14px; }
       .now .temperature { font-size: 2rem; font-weight: 600; font-variant-numeric: tabular-nums; }
