@@ -176,6 +176,8 @@ async def trial(variant: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
                 "THERMO_BRIDGE_ZEROCONF": "false",
                 "THERMO_BRIDGE_DEV_AUTH": "true",
                 "THERMO_BRIDGE_DEV_KEY_PATH": str(key),
+                # On PostgreSQL its default is the working directory.
+                "THERMO_BRIDGE_INTERNAL_TOKEN_PATH": str(tmp / "internal_token"),
                 "THERMO_BRIDGE_WS_ALLOW_NO_ORIGIN": "true",
                 "THERMO_BRIDGE_RATE_LIMIT_PER_MINUTE": "1000000",
                 # Every load-generator client comes from one address: the per-address handshake limit is not under test.

@@ -206,6 +206,7 @@ async def bench_http(store_url: str, workdir: Path, layout: Layout, iterations: 
                 "THERMO_BRIDGE_STORE_URL": store_url,
                 "THERMO_BRIDGE_DEV_AUTH": "true",
                 "THERMO_BRIDGE_DEV_KEY_PATH": str(workdir / "dev_key.pem"),
+                "THERMO_BRIDGE_INTERNAL_TOKEN_PATH": str(workdir / "internal_token"),
                 "THERMO_BRIDGE_ZEROCONF": "false",
                 "THERMO_BRIDGE_RETENTION_DAYS": "3650",
                 "THERMO_BRIDGE_RATE_LIMIT_PER_MINUTE": "100000",
