@@ -228,7 +228,9 @@ async def clients(args: argparse.Namespace) -> None:
     figures = Figures()
     stop = asyncio.Event()
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    # No total timeout: aiohttp's default (5 minutes) would end every SSE stream mid-soak.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
         sockets = await asyncio.gather(*(ws_client(i, args, session, gate, figures) for i in range(args.ws)))
         streams = [
             asyncio.get_running_loop().create_task(sse_client(i, args, session, figures)) for i in range(args.sse)

@@ -107,7 +107,9 @@ async def main(args: argparse.Namespace) -> None:
     out: list[Record] = []
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    # No total timeout: aiohttp's default (5 minutes) would end a long run's SSE streams.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         connect = sse_client if args.kind == "sse" else client
         streams = await asyncio.gather(*(connect(i, args, session, gate, out) for i in range(args.count)))
         print(json.dumps({"ready": len(streams)}), flush=True)

@@ -182,19 +182,23 @@ def report(result: dict[str, Any], args: argparse.Namespace, command: str) -> No
     load = os.getloadavg()
     print(f"- load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"- clients: {args.ws} WebSocket, {args.sse} SSE, REST at {args.rest_rate:g} requests/s\n")
-    print("| t (s) | events | p50 (ms) | p99 (ms) | REST p50 / p99 (ms) | RSS (MiB) | fds | tasks | errors |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| t (s) | events | p50 (ms) | p99 (ms) | REST p50 / p99 (ms) | RSS (MiB) | fds | tasks | errors"
+        " | streams ended |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         rest = f"{r['rest_p50']:.1f} / {r['rest_p99']:.1f}"
         print(
             f"| {r['t']} | {r['events']:,} | {r['p50']:.1f} | {r['p99']:.1f} | {rest}"
-            f" | {r['rss_mib']:.1f} | {r['fds']:.0f} | {r['tasks']:.0f} | {r['errors']} |"
+            f" | {r['rss_mib']:.1f} | {r['fds']:.0f} | {r['tasks']:.0f} | {r['errors']} | {r['closed']} |"
         )
     print(
         f"\nGrowth from t={rows[skip - 1]['t'] if skip else 0} s to the end: RSS {pct(growth(rows, 'rss_mib', skip))},"
         f" fds {pct(growth(rows, 'fds', skip))}, tasks {pct(growth(rows, 'tasks', skip))}."
         f" Reports acknowledged by the broker {result['acked']:,} of {result['sent']:,} sent;"
         f" received by the clients {result['delivered']:,} of {result['expected']:,}: lost {result['lost']}."
+        f" WebSocket and SSE streams that ended before the run did: {rows[-1]['closed']}."
     )
 
 
