@@ -12,7 +12,7 @@ import { repeat } from "lit/directives/repeat.js";
 import type { Session, SignIn } from "./auth.js";
 import { bench, benchAllRendered, benchWebSocket } from "./bench.js";
 import { baseUrl } from "./config.js";
-import { entry, LOG_SIZE, type LogEntry } from "./event-log.js";
+import { entry, LOG_INTERVAL_MS, LOG_SIZE, type LogEntry } from "./event-log.js";
 import "./event-log.js";
 import "./sensor-tile.js";
 import { cardStyles } from "./styles.js";
@@ -156,7 +156,7 @@ export class ThermoBridgeApp extends LitElement {
           if (this.#logPending.length > LOG_SIZE) this.#logPending.shift();
           if (!this.#logFlushQueued) {
             this.#logFlushQueued = true;
-            requestAnimationFrame(() => this.#flushLog());
+            setTimeout(() => this.#flushLog(), LOG_INTERVAL_MS);
           }
           this.#position();
         },
@@ -167,7 +167,7 @@ export class ThermoBridgeApp extends LitElement {
     client.connect();
   }
 
-  /** The log's new lines, once per animation frame: a burst of events costs one render, not one each. */
+  /** The log's new lines, gathered for `LOG_INTERVAL_MS`: a burst of events costs one render, not one each. */
   #flushLog(): void {
     this.#logFlushQueued = false;
     this.log = [...this.#logPending.reverse(), ...this.log].slice(0, LOG_SIZE);
