@@ -34,6 +34,7 @@ for _path in (str(REPO), str(ADDON)):
 
 from _machine import cpu_model, git_head, mosquitto_version, ram  # noqa: E402
 
+from tests.mqtt_wire import connect_packet, publish_packet  # noqa: E402
 from thermo_bridge_protocol import DeviceConfig, parse_config  # noqa: E402
 from thermo_bridge_sim import devices  # noqa: E402
 
@@ -68,26 +69,6 @@ def state_payload(seq: int, ts: float) -> bytes:
 # --------------------------------------------------------------------------- raw MQTT 3.1.1 publisher
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(s: str) -> bytes:
-    raw = s.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-def publish_packet(topic: str, payload: bytes, packet_id: int, *, retain: bool = False) -> bytes:
-    """A QoS 1 PUBLISH."""
-    body = _string(topic) + struct.pack("!H", packet_id) + payload
-    return bytes([0x32 | (1 if retain else 0)]) + _varint(len(body)) + body
-
-
 class RawPublisher:
     """One MQTT 3.1.1 connection that sends pre-encoded QoS 1 PUBLISHes in windows and counts PUBACKs."""
 
@@ -95,8 +76,7 @@ class RawPublisher:
         self.sock = socket.create_connection((host, port), timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client_id = client_id or f"bench-pub-{uuid.uuid4().hex[:8]}"
-        body = _string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0) + _string(client_id)
-        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        self.sock.sendall(connect_packet(client_id, keepalive=0))
         connack = self._read_exact(4)
         if connack[0] != 0x20 or connack[3] != 0:
             raise RuntimeError(f"CONNACK refused: {connack!r}")

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.mqtt_wire import connect_packet, publish_packet
 from thermo_bridge_server.store.base import EventType, Store
 from thermo_bridge_sim import devices
 
@@ -40,25 +41,6 @@ def report(seq: int) -> bytes:
         time.time(),
         seq,
     )
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(s: str) -> bytes:
-    raw = s.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _publish_packet(topic: str, payload: bytes, packet_id: int, retain: bool) -> bytes:
-    body = _string(topic) + struct.pack("!H", packet_id) + payload
-    return bytes([0x32 | (1 if retain else 0)]) + _varint(len(body)) + body
 
 
 class LoadPublisher:
@@ -93,8 +75,7 @@ class LoadPublisher:
     def _connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=5)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        body = _string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60) + _string(self.client_id)
-        sock.sendall(b"\x10" + _varint(len(body)) + body)
+        sock.sendall(connect_packet(self.client_id, keepalive=60))
         connack = b""
         while len(connack) < 4:
             chunk = sock.recv(4 - len(connack))
@@ -130,7 +111,7 @@ class LoadPublisher:
             self._pending[packet_id] = key
         self._sock.setblocking(True)
         try:
-            self._sock.sendall(_publish_packet(topic, payload, packet_id, retain))
+            self._sock.sendall(publish_packet(topic, payload, packet_id, retain=retain))
         finally:
             self._sock.setblocking(False)
 
