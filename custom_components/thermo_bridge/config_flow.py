@@ -31,6 +31,7 @@ from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from yarl import URL
 
 from .const import (
+    CONF_ADDON_SLUG,
     CONF_API_PATH,
     CONF_BASE_TOPIC,
     CONF_COMMAND_TIMEOUT,
@@ -220,7 +221,7 @@ class ThermoBridgeConfigFlow(ConfigFlow, domain=DOMAIN):
         address = _server_address(config.get(CONF_HOST), config.get(CONF_PORT), config.get(CONF_API_PATH))
         if base is None or address is None or not isinstance(token, str) or not token:
             return self.async_abort(reason="invalid_discovery_info")
-        self._server = {**address, CONF_TOKEN: token, CONF_LINK: LINK_SUPERVISOR}
+        self._server = {**address, CONF_TOKEN: token, CONF_LINK: LINK_SUPERVISOR, CONF_ADDON_SLUG: discovery_info.slug}
         await self.async_set_unique_id(base)
         self._abort_if_unique_id_configured(updates=self._server)
         if self._mqtt_missing():

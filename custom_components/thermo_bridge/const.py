@@ -15,6 +15,8 @@ CONF_LINK: Final = "link"
 or ``network`` (zeroconf on the LAN, or typed in)."""
 LINK_SUPERVISOR: Final = "supervisor"
 LINK_NETWORK: Final = "network"
+CONF_ADDON_SLUG: Final = "addon_slug"
+"""The add-on's slug, from the Supervisor's discovery: its device page links to its panel."""
 CONF_COMMAND_TIMEOUT: Final = "command_timeout"
 CONF_OPTIMISTIC: Final = "optimistic"
 

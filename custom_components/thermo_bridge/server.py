@@ -23,7 +23,7 @@ from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
 from homeassistant.helpers.update_coordinator import CoordinatorEntity, DataUpdateCoordinator, UpdateFailed
 from yarl import URL
 
-from .const import CONF_LINK, DOMAIN, LINK_SUPERVISOR
+from .const import CONF_ADDON_SLUG, CONF_LINK, DOMAIN, LINK_SUPERVISOR
 
 if TYPE_CHECKING:
     from .bridge import ThermoBridgeConfigEntry
@@ -165,15 +165,22 @@ class ServerCoordinator(DataUpdateCoordinator[ServerStatus]):
             registry.async_update_device(device.id, sw_version=version)
 
     def device_info(self) -> DeviceInfo:
-        """The server's device: a service of this entry, linking to the server's page."""
+        """The server's device: a service of this entry, linking to the server's page.
+
+        The add-on's host name is the Supervisor's internal one, which the user's browser
+        cannot reach: its device links to the add-on's panel in Home Assistant instead.
+        """
         entry = self.config_entry
+        add_on = entry.data.get(CONF_LINK) == LINK_SUPERVISOR
+        slug = entry.data.get(CONF_ADDON_SLUG)
+        url = f"homeassistant://hassio/ingress/{slug}" if add_on and slug else str(server_url(self.host, self.port))
         # No sw_version: the status brings it (_update_sw_version), until then the registry keeps its own.
         return DeviceInfo(
             identifiers={server_identifier(entry)},
             name="Thermo Bridge server",
             manufacturer="Thermo Bridge",
-            model="add-on" if entry.data.get(CONF_LINK) == LINK_SUPERVISOR else "server",
-            configuration_url=str(server_url(self.host, self.port)),
+            model="add-on" if add_on else "server",
+            configuration_url=url,
             entry_type=DeviceEntryType.SERVICE,
         )
 

@@ -69,6 +69,7 @@ LINKED = {
     "api_path": "/api/v1",
     "token": "tok-secret",
     "link": "supervisor",
+    "addon_slug": "a0d7b954_thermo_bridge",
 }
 
 

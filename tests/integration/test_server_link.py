@@ -144,8 +144,9 @@ async def test_the_add_on_shows_as_a_device_with_its_figures(
     assert (device.name, device.manufacturer, device.model) == ("Thermo Bridge server", "Thermo Bridge", "add-on")
     assert device.sw_version == version
     assert device.entry_type is DeviceEntryType.SERVICE
-    assert device.configuration_url == f"http://127.0.0.1:{server.port}/"
-    async with session.get(device.configuration_url) as response:  # the link on the device page leads somewhere
+    # Visit opens the add-on's panel: the add-on's own host name is the Supervisor's internal one.
+    assert device.configuration_url == "homeassistant://hassio/ingress/local_thermo_bridge"
+    async with session.get(server.url + "/") as response:
         assert response.status == 200
         page = await response.text()
         assert "<title>Thermo Bridge</title>" in page  # the dashboard
@@ -343,6 +344,11 @@ async def test_a_server_found_on_the_lan_is_linked_with_the_pasted_token(
     device = get_device(device_registry, SERVER_ID)
     assert device is not None
     assert device.model == "server"
+    # On the LAN, Visit opens the server's own page (the dashboard).
+    assert device.configuration_url == f"http://127.0.0.1:{server.port}/"
+    async with async_get_clientsession(hass).get(device.configuration_url) as response:
+        assert response.status == 200
+        assert "<tb-app>" in await response.text()
 
 
 async def test_the_token_must_be_the_servers_of_that_base_topic(
