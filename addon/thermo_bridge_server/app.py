@@ -38,7 +38,7 @@ from .http.openapi import build_document
 from .ingest import Ingest
 from .metrics import HttpCounters, Metrics, Throughput
 from .mqtt import MqttTransport
-from .ratelimit import RateLimiter
+from .ratelimit import ClientAddress, RateLimiter
 from .realtime import SELF_AUTHENTICATING, Realtime, RealtimeSettings, setup_realtime
 from .store import create_store
 from .store.base import Store
@@ -148,6 +148,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
     version = server_version()
     # One bucket per user for REST requests and WebSocket commands alike.
     limiter = RateLimiter(config.rate_limit_per_minute)
+    client_address = ClientAddress(config.trusted_proxies)
     realtime = Realtime(
         store,
         authenticator,
@@ -162,6 +163,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             max_message_bytes=config.ws_max_message_bytes,
             handshakes_per_minute=config.ws_handshakes_per_minute,
             proxied_origin=ingress_origin_allowed if ingress is not None else None,
+            client_address=client_address,
         ),
         limiter,
     )
@@ -219,6 +221,7 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
             openapi=lambda: document,
             rate_limiter=limiter,
             address_limiter=RateLimiter(config.rate_limit_unauthenticated_per_minute),
+            client_address=client_address,
             internal=InternalStatus(internal_token, functools.partial(status_figures, components)),
             ingress=ingress,
         ),

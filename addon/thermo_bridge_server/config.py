@@ -180,6 +180,7 @@ class ServerConfig:
     http_port: int
     max_body_bytes: int
     cors_origins: tuple[str, ...]
+    trusted_proxies: tuple[str, ...]
     rate_limit_per_minute: int
     auth: AuthSettings | None  # None only with dev_auth
     dev_auth: bool
@@ -229,6 +230,7 @@ class ServerConfig:
             "auth": "dev (self-issued tokens)" if self.dev_auth else (self.auth.issuer if self.auth else None),
             "audience": self.auth.audience if self.auth else None,
             "cors_origins": list(self.cors_origins),
+            "trusted_proxies": list(self.trusted_proxies),
             "zeroconf": self.zeroconf,
             "advertise_host": self.advertise_host,
             "supervised": self.supervised,
@@ -372,6 +374,20 @@ def _origins(value: object) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _networks(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [item for item in (part.strip() for part in value.split(",")) if item]
+    if not isinstance(value, (list, tuple)):
+        raise vol.Invalid("expected a list of addresses or networks (or a comma-separated string)")
+    out: list[str] = []
+    for item in value:
+        try:
+            out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            raise vol.Invalid(f"{str(item)[:80]!r} is not an IP address or network like 10.0.0.0/8") from None
+    return tuple(out)
+
+
 def _permissions(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.replace(",", " ").split()
@@ -462,6 +478,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_body_bytes", _integer(256, 16 * 1024 * 1024), "largest accepted request body", 64 * 1024),
     Option("cors_origins", _origins, "web-app origins allowed by CORS (comma-separated)", ()),
     Option("rate_limit_per_minute", _integer(1, 1_000_000), "requests per minute per user", 120),
+    Option(
+        "trusted_proxies",
+        _networks,
+        "reverse proxies whose X-Forwarded-For names the client for the per-address limits (comma-separated)",
+        (),
+    ),
     Option(
         "rate_limit_unauthenticated_per_minute",
         _integer(1, 1_000_000),
@@ -635,6 +657,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         http_port=values["http_port"],
         max_body_bytes=values["max_body_bytes"],
         cors_origins=tuple(values["cors_origins"]),
+        trusted_proxies=tuple(values["trusted_proxies"]),
         rate_limit_per_minute=values["rate_limit_per_minute"],
         auth=auth,
         dev_auth=values["dev_auth"],

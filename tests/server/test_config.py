@@ -124,6 +124,7 @@ INVALID: dict[str, str] = {
     "http_port": "0",
     "max_body_bytes": "12",
     "cors_origins": "ftp://x.example.com",
+    "trusted_proxies": "10.0.0.0/33",
     "rate_limit_per_minute": "0",
     "rate_limit_unauthenticated_per_minute": "-1",
     "auth0_domain": "not a domain",

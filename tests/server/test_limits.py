@@ -16,6 +16,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
 from tests.server.api_stack import ADMIN, ServerStack
 from tests.server.realtime_client import WsClient
@@ -27,6 +29,7 @@ from thermo_bridge_server.http.middlewares import (
     page_security_headers,
     served_under_ingress,
 )
+from thermo_bridge_server.ratelimit import ClientAddress
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -194,6 +197,61 @@ LIMIT_CODES = {
     "payload_too_large": "413",
 }
 WS_CLOSE_CODES = ("1009", "4008", "4029")
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "forwarded", "counted"),
+    [
+        ((), "127.0.0.1", ["203.0.113.7"], "127.0.0.1"),  # no trusted proxy: the header is not read
+        (("10.0.0.0/8",), "127.0.0.1", ["203.0.113.7"], "127.0.0.1"),  # an untrusted peer's header is not read
+        (("127.0.0.1",), "127.0.0.1", [], "127.0.0.1"),  # a trusted proxy without the header: the proxy
+        (("127.0.0.1",), "127.0.0.1", ["203.0.113.7"], "203.0.113.7"),
+        # What the client claimed sits left of what the proxy saw: only the proxy's hop counts.
+        (("127.0.0.1",), "127.0.0.1", ["1.1.1.1, 203.0.113.7"], "203.0.113.7"),
+        (("127.0.0.1",), "127.0.0.1", ["1.1.1.1", "203.0.113.7"], "203.0.113.7"),
+        # Two trusted proxies in a row (10.0.0.5 forwarded to 127.0.0.1): the hop before them.
+        (("127.0.0.1", "10.0.0.0/8"), "127.0.0.1", ["198.51.100.2, 203.0.113.7, 10.0.0.5"], "203.0.113.7"),
+        (("127.0.0.1",), "127.0.0.1", ["not-an-address"], "127.0.0.1"),
+        (("::1",), "::1", ["2001:db8::1"], "2001:db8::1"),
+    ],
+)
+def test_the_client_address_behind_trusted_proxies(
+    trusted: tuple[str, ...], peer: str, forwarded: list[str], counted: str
+) -> None:
+    headers = CIMultiDict(("X-Forwarded-For", value) for value in forwarded)
+    request = make_mocked_request("GET", "/api/v1/devices", headers=headers).clone(remote=peer)
+    assert ClientAddress(trusted)(request) == counted
+
+
+@pytest_asyncio.fixture
+async def behind_proxy(tmp_path: Path) -> AsyncIterator[ServerStack]:
+    """A server behind a reverse proxy on loopback, 2 refused requests per client address."""
+    stack = ServerStack(
+        tmp_path,
+        thermostats=1,
+        sensors=0,
+        prefix="p",
+        env={"rate_limit_unauthenticated_per_minute": "2", "trusted_proxies": "127.0.0.1"},
+    )
+    await stack.start()
+    yield stack
+    await stack.stop()
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_limit(behind_proxy: ServerStack) -> None:
+    api = behind_proxy.api
+
+    async def refused_as(client: str) -> int:
+        async with aiohttp.ClientSession() as session:
+            url = api.base_url + "/api/v1/devices"
+            async with session.get(url, headers={"X-Forwarded-For": client}) as resp:
+                return resp.status
+
+    assert [await refused_as("203.0.113.7") for _ in range(3)] == [401, 401, 429]
+    # Another client behind the same proxy is not throttled by the first one's refusals.
+    assert [await refused_as("198.51.100.2") for _ in range(3)] == [401, 401, 429]
+    # A client cannot pick a fresh bucket by claiming an address: the proxy's hop counts.
+    assert await refused_as("192.0.2.99, 203.0.113.7") == 429
 
 
 def test_every_limit_is_documented() -> None:

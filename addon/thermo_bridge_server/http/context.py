@@ -12,7 +12,7 @@ from thermo_bridge_server.access import Access, AccessPolicy, Permissions
 from thermo_bridge_server.auth.bearer import principal_of
 from thermo_bridge_server.auth.ingress import IngressIssuer
 from thermo_bridge_server.metrics import HttpCounters, Metrics
-from thermo_bridge_server.ratelimit import RateLimiter
+from thermo_bridge_server.ratelimit import ClientAddress, RateLimiter
 from thermo_bridge_server.services import BrokerState, CommandSender
 from thermo_bridge_server.store.base import Store
 
@@ -58,6 +58,8 @@ class HttpContext:
     rate_limiter: RateLimiter
     address_limiter: RateLimiter
     """Requests refused with 401, per client address."""
+    client_address: ClientAddress = field(default_factory=ClientAddress)
+    """The address ``address_limiter`` counts (the client behind trusted proxies)."""
     internal: InternalStatus | None = None
     """None: the internal status endpoint answers 404 (e.g. an app built without a token file)."""
     ingress: IngressIssuer | None = None

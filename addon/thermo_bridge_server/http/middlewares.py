@@ -145,7 +145,7 @@ async def unauthenticated_limit_middleware(request: web.Request, handler: Handle
         if response.status != 401:
             return response
         refused = response
-    wait = ctx.address_limiter.take(request.remote or "unknown")
+    wait = ctx.address_limiter.take(ctx.client_address(request))
     if wait > 0:
         ctx.counters.rate_limited += 1
         raise _too_many(wait, "too many requests without a valid token from this address")

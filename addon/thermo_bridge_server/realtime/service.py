@@ -25,7 +25,7 @@ from aiohttp import web
 from thermo_bridge_server.access import Access, AccessPolicy, Permissions
 from thermo_bridge_server.auth import Authenticator, Principal
 from thermo_bridge_server.errors import ApiError
-from thermo_bridge_server.ratelimit import RateLimiter
+from thermo_bridge_server.ratelimit import ClientAddress, RateLimiter
 from thermo_bridge_server.realtime.connection import MAX_PENDING, CloseCode, Connection
 from thermo_bridge_server.realtime.hub import Hub, Published, Subscription, visible
 from thermo_bridge_server.realtime.tailer import Tailer
@@ -60,6 +60,8 @@ class RealtimeSettings:
     ticket_seconds: float = 30.0
     proxied_origin: Callable[[web.Request, str], bool] | None = None
     """An ``Origin`` that a trusted proxy vouches for (Home Assistant's, under ingress)."""
+    client_address: ClientAddress = field(default_factory=ClientAddress)
+    """The address the per-address limits count (the client behind trusted proxies)."""
 
 
 class Realtime:

@@ -280,8 +280,8 @@ async def websocket_handler(request: web.Request, realtime: Realtime) -> web.Str
         _refuse(403, "origin_not_allowed", "this origin may not open a WebSocket to this server")
     if not realtime.accepting:
         _refuse(503, "shutting_down", "the server is shutting down", {"Retry-After": "1"})
-    address = request.remote or "unknown"
     settings = realtime.settings
+    address = settings.client_address(request)
     if (wait := realtime.handshake_limiter.take(address)) > 0:
         realtime.stats["handshakes_rate_limited_total"] += 1
         retry = max(1, math.ceil(wait))
