@@ -2,6 +2,7 @@
 // crash (SIGKILL) and a frozen server (missed pongs), checked against the server's own log as
 // a fresh client replays it from the start; and the offline command queue.
 import assert from "node:assert/strict";
+import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -100,6 +101,43 @@ describe("resume and the offline queue against a restarting server", () => {
     assert.deepEqual(replayResets, [], "the log still holds the start position");
     const upTo = (events: ServerEvent[]): number[] => events.filter((event) => event.offset <= last).map((event) => event.offset);
     assert.deepEqual(upTo(seen), upTo(replayed));
+  });
+
+  it("a client too slow for its stream is closed (4008) and resumes with every event once, in order", async () => {
+    const device = await TestDevice.connect(stack.mqttUrl, "flood_device");
+    await device.announce();
+    await device.availability(true);
+    // The first socket this client opens stops reading, as a stalled tab would.
+    let stalled: Socket | undefined;
+    class Stalling extends wire.WebSocket {
+      constructor(url: string) {
+        super(url);
+        stalled ??= (this as unknown as { _socket?: Socket })._socket;
+        this.addEventListener("open", () => (stalled ??= (this as unknown as { _socket: Socket })._socket));
+      }
+    }
+    const slow = client({ WebSocket: Stalling });
+    const states = recordStates(slow);
+    const seen: ServerEvent[] = [];
+    slow.subscribe({ devices: [device.id], events: ["device_event"] }, { onEvent: (event) => seen.push(event) });
+    slow.connect();
+    await waitForState(slow, "open");
+    const socket = await eventually("the socket", () => stalled);
+    socket.pause();
+    // About 2 KB each: the socket buffers fill, then the server's queue passes its 4,096 limit.
+    const count = 6500;
+    const pad = Object.fromEntries(Array.from({ length: 8 }, (_, k) => [`pad${k}`, "p".repeat(250)]));
+    for (let i = 0; i < count; i += 1) await device.event("button_press", { ...pad, i });
+    await sleep(500);
+    socket.resume();
+    const closed = await eventually("the slow_consumer close", () => states.find((s) => s.state === "closed" && s.code === 4008), 30_000);
+    assert.ok(closed.state === "closed" && closed.willRetry);
+    await eventually("every event", () => (seen.length >= count ? true : undefined), 60_000);
+    const numbers = seen.map((event) => (event.type === "device_event" ? event.data.data["i"] : undefined));
+    assert.deepEqual(numbers, Array.from({ length: count }, (_, i) => i), "each event once, in order, across the close");
+    assert.ok(increasing(seen));
+    assert.equal(slow.stats.duplicatesDropped, 0);
+    await device.close();
   });
 
   it("queues commands while offline and delivers each exactly once on reconnect", async () => {
