@@ -213,3 +213,18 @@ async def test_keep_alive_comments_and_the_token_expiry_ends_the_stream(
         await reader.close()
     finally:
         realtime.settings = original
+
+
+async def test_the_stream_ends_when_its_token_expires_not_at_the_next_keep_alive(
+    stack: ServerStack, session: aiohttp.ClientSession
+) -> None:
+    import time  # noqa: PLC0415
+
+    # The default keep-alive is 15 s; the token lives 1.5 s.
+    short = stack.jwks.make_token("auth0|alice", RW, exp=time.time() + 1.5)
+    reader = await open_stream(session, stack, f"devices={S1}", headers={"Authorization": f"Bearer {short}"})
+    opened = time.monotonic()
+    await asyncio.wait_for(reader.ended.wait(), 10)
+    assert reader.of("token_expired")
+    assert time.monotonic() - opened < 5
+    await reader.close()

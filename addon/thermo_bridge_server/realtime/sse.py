@@ -199,7 +199,8 @@ async def _keep_alive(conn: Connection, principal: Principal, realtime: Realtime
     """Comment lines while idle; end at the token's expiry or when the client or server goes."""
     interval = realtime.settings.sse_keepalive
     while not conn.closing:
-        if principal.expires_at is not None and time.time() >= principal.expires_at:
+        now = time.time()
+        if principal.expires_at is not None and now >= principal.expires_at:
             conn.send("event: token_expired\ndata: {}\n\n")
             conn.finish(CloseCode.TOKEN_EXPIRED, "token_expired")
             return
@@ -207,8 +208,10 @@ async def _keep_alive(conn: Connection, principal: Principal, realtime: Realtime
         if transport is None or transport.is_closing():
             conn.finish(CloseCode.GOING_AWAY, "client gone", drop_queue=True)
             return
+        # Wake at the token's expiry too: the stream must not outlive it by a keep-alive interval.
+        wait = interval if principal.expires_at is None else min(interval, principal.expires_at - now)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval):
+            async with asyncio.timeout(wait):
                 await conn.done.wait()
-        if not conn.closing and conn.pending == 0:
+        if not conn.closing and conn.pending == 0 and time.time() - now >= interval:
             conn.send(": keep-alive\n\n")

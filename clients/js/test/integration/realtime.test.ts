@@ -208,6 +208,46 @@ describe("the real-time API through the SDK", () => {
     assert.equal(again.id, first.id);
   });
 
+  it("an SSE stream whose token expires ends with token_expired and resumes with a fresh token", async () => {
+    const device = await TestDevice.connect(stack.mqttUrl, "sse_expiry_device");
+    await device.announce();
+    await device.availability(true);
+    const reasons: TokenRequest["reason"][] = [];
+    const sse = new SseClient({
+      url: stack.url,
+      getToken: async (request) => {
+        reasons.push(request.reason);
+        return stack.token({ ttl: 3 });
+      },
+      backoff: { minMs: 50, baseMs: 200, maxMs: 1000 },
+    });
+    const states: string[] = [];
+    sse.on("state", (state) => states.push(state.state === "closed" ? `closed:${state.reason}` : state.state));
+    const seen: ServerEvent[] = [];
+    const resets: Reset[] = [];
+    sse.subscribe({ devices: [device.id], events: ["state"] }, { onEvent: (event) => seen.push(event), onReset: (reset) => resets.push(reset) });
+    await eventually("the stream open", () => (states.includes("open") ? true : undefined));
+    // Six seconds of states: the first token, and the one after it, expire on the way.
+    const count = 30;
+    for (let seq = 1; seq <= count; seq += 1) {
+      await device.state({ temperature: 20 + seq / 10 }, seq);
+      await sleep(200);
+    }
+    await eventually(`${count} states`, () => (seen.length >= count ? true : undefined));
+    sse.close();
+    assert.ok(states.includes("closed:token_expired"), `states: ${states.join(", ")}`);
+    assert.ok(states.includes("resuming"), "reopened from its position");
+    assert.equal(resets.length, 1, "only the first stream starts from a snapshot");
+    assert.deepEqual(
+      seen.map((event) => (event.type === "state" ? event.data.seq : null)),
+      Array.from({ length: count }, (_, i) => i + 1),
+      "each state once, in order, across the expiries",
+    );
+    assert.equal(sse.stats.duplicatesDropped, 0);
+    assert.ok(reasons.length >= 2, `a fresh token for the next ticket: ${reasons.join(",")}`);
+    await device.close();
+  });
+
   it("streams the same events over SSE (ticket, resume with since) into a store", async () => {
     const sse = new SseClient({ url: stack.url, getToken: () => Promise.resolve(token), storageKey: "sse", storage: new MemoryStorage() });
     const store = new DeviceStore(sse, { filters: { homes: ["default"] } });
