@@ -33,7 +33,7 @@ from .auth.internal import load_or_create_internal_token
 from .config import AuthSettings, ServerConfig
 from .discovery import Advertiser
 from .http import API_PREFIX, HttpContext, HttpSettings, InternalStatus, middlewares, setup_http
-from .http.middlewares import auth_origin, ingress_origin_allowed
+from .http.middlewares import INGRESS_PROXY, auth_origin, ingress_origin_allowed
 from .http.openapi import build_document
 from .ingest import Ingest
 from .metrics import HttpCounters, Metrics, Throughput
@@ -148,7 +148,10 @@ async def create_app(config: ServerConfig, *, store: Store | None = None) -> web
     version = server_version()
     # One bucket per user for REST requests and WebSocket commands alike.
     limiter = RateLimiter(config.rate_limit_per_minute)
-    client_address = ClientAddress(config.trusted_proxies)
+    # Under ingress every panel user arrives through the Supervisor's proxy, which names them
+    # in X-Forwarded-For: counted by that, one household's reconnects do not share one budget.
+    proxies = (*config.trusted_proxies, INGRESS_PROXY) if ingress is not None else config.trusted_proxies
+    client_address = ClientAddress(proxies)
     realtime = Realtime(
         store,
         authenticator,

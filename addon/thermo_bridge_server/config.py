@@ -327,7 +327,8 @@ def _base_topic(value: object) -> str:
 def _store_url(value: object) -> str:
     url = _text()(value)
     if url.startswith("sqlite:"):
-        if not url.removeprefix("sqlite:").lstrip("/"):
+        path = sqlite_path(url)
+        if not path or path.endswith("/"):
             raise vol.Invalid("a sqlite URL needs a file path, e.g. sqlite:///data/thermo_bridge.db")
         return url
     if url.startswith(("postgresql://", "postgres://")):
@@ -683,16 +684,26 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     )
 
 
+def sqlite_path(store_url: str) -> str | None:
+    """The database file of a ``sqlite:`` store URL (None for another scheme).
+
+    ``sqlite:///abs/path.db`` and ``sqlite:////abs/path.db`` both mean ``/abs/path.db``;
+    ``sqlite:relative.db`` is relative to the working directory; the query holds options.
+    """
+    scheme, _, rest = store_url.partition(":")
+    if scheme.lower() != "sqlite":
+        return None
+    path = rest.partition("?")[0]
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    return unquote(path)
+
+
 def _next_to_database(store_url: str) -> str:
     """The internal token's default file: beside the SQLite database, else in the working directory."""
     name = "thermo_bridge_internal_token"
-    scheme, _, rest = store_url.partition(":")
-    if scheme.lower() != "sqlite":
-        return name
-    path = unquote(rest.partition("?")[0])
-    if path.startswith("//"):  # sqlite:///abs/path.db and sqlite:////abs/path.db (as create_store reads them)
-        path = "/" + path.lstrip("/")
-    return str(Path(path).with_name(name))
+    path = sqlite_path(store_url)
+    return name if path is None else str(Path(path).with_name(name))
 
 
 def _cross_checks(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[str]:

@@ -171,7 +171,14 @@ class ThermoBridgeConfigFlow(ConfigFlow, domain=DOMAIN):
         if existing is not None and existing.data.get(CONF_LINK) == LINK_SUPERVISOR:
             # The Supervisor's discovery reaches the add-on on its own network: keep that address.
             self._abort_if_unique_id_configured()
-        self._abort_if_unique_id_configured(updates={**address, CONF_LINK: LINK_NETWORK})
+        updates: dict[str, Any] = {**address, CONF_LINK: LINK_NETWORK}
+        if existing is not None and existing.data.get(CONF_TOKEN):
+            known = (existing.data.get(CONF_HOST), existing.data.get(CONF_PORT))
+            if known != (address[CONF_HOST], address[CONF_PORT]):
+                # Anyone on the LAN can announce this base topic: the token the user pasted for
+                # one address is never sent to another. Reconfigure takes it again.
+                updates[CONF_TOKEN] = ""
+        self._abort_if_unique_id_configured(updates=updates)
         if self._mqtt_missing():
             return self.async_abort(reason="mqtt_not_configured")
         self._server = {**address, CONF_LINK: LINK_NETWORK}

@@ -243,6 +243,27 @@ async def test_zeroconf_merges_with_the_mqtt_discovered_entry(hass: HomeAssistan
     }
 
 
+async def test_a_server_announced_at_another_address_does_not_get_the_token(
+    hass: HomeAssistant, mqtt_mock: Any
+) -> None:
+    """Anyone on the LAN can announce a base topic: the pasted token stays with its address."""
+    linked = {CONF_BASE_TOPIC: "thermo_bridge", "host": "192.168.1.20", "port": 8099, "api_path": "/api/v1"}
+    entry = MockConfigEntry(
+        domain=DOMAIN, unique_id="thermo_bridge", data={**linked, "link": "network", "token": "tok-secret"}
+    )
+    entry.add_to_hass(hass)
+    properties = {"api_path": "/api/v1", "base_topic": "thermo_bridge"}
+    same = zeroconf_info(properties, host="192.168.1.20")
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_ZEROCONF}, data=same)
+    assert result["reason"] == "already_configured"
+    assert entry.data["token"] == "tok-secret"
+    moved = zeroconf_info(properties, host="192.168.1.66")
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_ZEROCONF}, data=moved)
+    assert result["reason"] == "already_configured"
+    assert entry.data["host"] == "192.168.1.66"
+    assert not entry.data["token"]
+
+
 async def test_zeroconf_keeps_the_supervisors_address(hass: HomeAssistant, mqtt_mock: Any) -> None:
     """The add-on's LAN advertisement must not replace the address the Supervisor gave."""
     entry = MockConfigEntry(domain=DOMAIN, unique_id="thermo_bridge", data=LINKED)

@@ -326,6 +326,9 @@ def test_internal_token_path_defaults(tmp_path: Path) -> None:
     assert beside.internal_token_path == "/var/lib/tb/thermo_bridge_internal_token"
     relative = load_config(["--dev-auth", "--store-url", "sqlite:data/tb.db"], env={})
     assert relative.internal_token_path == "data/thermo_bridge_internal_token"
+    for no_file in ("sqlite:?synchronous=full", "sqlite:%2F", "sqlite:///data/"):
+        with pytest.raises(ConfigError, match="a sqlite URL needs a file path"):
+            load_config(["--dev-auth", "--store-url", no_file], env={})
     postgres = load_config(["--dev-auth", "--store-url", "postgresql://u@db/tb"], env={})
     assert postgres.internal_token_path == "thermo_bridge_internal_token"
     chosen = load_config(["--dev-auth", "--internal-token-path", str(tmp_path / "t")], env={})

@@ -132,7 +132,9 @@ async def unauthenticated_limit_middleware(request: web.Request, handler: Handle
 
     Counted after the token was checked, so a valid token is never refused by this limit: behind
     a reverse proxy every client has the proxy's address, and one client sending bad tokens
-    must not lock the others out. It slows down probing (forged tokens, guessed SSE tickets).
+    must not lock the others out. The price: a guess that is right (a token, an SSE ticket) is
+    still answered, so this does not slow guessing; it answers a prober 429 with Retry-After
+    and counts it (``rate_limited`` in /metrics). Tickets and tokens are unguessable anyway.
     """
     ctx = request.app[HTTP]
     try:

@@ -213,5 +213,5 @@ async def _keep_alive(conn: Connection, principal: Principal, realtime: Realtime
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await conn.done.wait()
-        if not conn.closing and conn.pending == 0 and time.time() - now >= interval:
+        if not conn.closing and conn.pending == 0 and wait >= interval:
             conn.send(": keep-alive\n\n")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
+
+from thermo_bridge_server.config import sqlite_path
 
 from .base import DEFAULT_HOME, Store
 from .rows import StoreClosedError
@@ -36,10 +38,8 @@ def create_store(
     if not sep:
         raise StoreUrlError(f"store URL {url!r} has no scheme; use sqlite:///path.db or postgresql://…")
     if scheme == "sqlite":
-        path, _, query = rest.partition("?")
-        if path.startswith("//"):  # sqlite:///abs/path.db and sqlite:////abs/path.db both mean /abs/path.db
-            path = "/" + path.lstrip("/")
-        path = unquote(path)
+        path = sqlite_path(url) or ""
+        query = rest.partition("?")[2]
         if not path:
             raise StoreUrlError("sqlite store URL needs a file path, e.g. sqlite:////data/thermo_bridge.db")
         options = {k.lower(): v[-1] for k, v in parse_qs(query).items()}

@@ -43,7 +43,7 @@ routes = web.RouteTableDef()
 
 @dataclass(frozen=True, slots=True)
 class Asset:
-    """One built file, and its gzip form (compressed once, when first asked for)."""
+    """One built file, and its gzip form."""
 
     body: bytes
     gzipped: bytes
@@ -51,13 +51,23 @@ class Asset:
 
 
 @functools.cache
+def _assets() -> dict[str, Asset]:
+    """Every built file, read and compressed once.
+
+    A request can only pick one of them: no name a client makes up is read from disk or kept.
+    """
+    assets: dict[str, Asset] = {}
+    for path in DASHBOARD_DIR.rglob("*"):
+        if path.is_file():
+            body = path.read_bytes()
+            content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+            name = path.relative_to(DASHBOARD_DIR).as_posix()
+            assets[name] = Asset(body, gzip.compress(body, 9, mtime=0), content_type)
+    return assets
+
+
 def _asset(relative: str) -> Asset | None:
-    path = DASHBOARD_DIR / relative
-    try:
-        body = path.read_bytes()
-    except OSError:
-        return None
-    return Asset(body, gzip.compress(body, 9, mtime=0), CONTENT_TYPES.get(path.suffix, "application/octet-stream"))
+    return _assets().get(relative)
 
 
 def _send(request: web.Request, asset: Asset, headers: dict[str, str]) -> web.Response:
